@@ -1,0 +1,257 @@
+"""Multilayer perceptron with the four backpropagation equations, derived by hand.
+
+A net is given by its layer sizes ``[n0, n1, ..., nL]``. Layer l = 1..L computes, for a batch of N samples
+stored as rows (``A[0] = X``):
+
+    (F1)  Z[l] = A[l-1] @ W_l.T + b_l          z^(l) = W^(l) a^(l-1) + b^(l),  W_l : (n_l, n_{l-1})
+    (F2)  A[l] = f(Z[l])                       a^(l) = f(z^(l))
+
+``W_l`` has the seed's and ``torch.nn.Linear``'s layout: w_ij links node i of layer l to node j of layer
+l-1. Our ``W1`` is the seed's ``W^(2)`` (the seed numbers the input layer 1).
+
+The loss is the batch mean of each sample's loss (``losses.py``). With delta^(l) = dE/dz^(l), one row per
+sample, backpropagation is four equations:
+
+    (BP1)  delta^(L) = dE/da^(L) ⊙ f'(z^(L))          (for softmax+CE and sigmoid+BCE: (a^(L) - y) / N)
+    (BP2)  delta^(l) = (W^(l+1)^T delta^(l+1)) ⊙ f'(z^(l))      rows: delta[l] = (delta[l+1] @ W_{l+1}) * f'
+    (BP3)  dE/dW^(l) = delta^(l) (a^(l-1))^T                     summed over the batch: delta[l].T @ A[l-1]
+    (BP4)  dE/db^(l) = delta^(l)                                 summed over the batch: delta[l].sum(0)
+
+and, for ``input_grad=True``, dE/dX = delta^(1) @ W_1 (BP2 one layer further).
+
+Forward mode (``jvp``) pushes a tangent of the parameters forward with the same layers:
+
+    (J1)  dZ[l] = dA[l-1] @ W_l.T + A[l-1] @ dW_l.T + db_l
+    (J2)  dA[l] = f'(Z[l]) ⊙ dZ[l]
+    (J3)  dE    = sum(delta^(L) ⊙ dZ[L])    (the loss's own local derivative, no reverse pass)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import (
+    as_float_array,
+    as_labels,
+    check_choice,
+    check_dtype,
+    check_int,
+    check_param_dict,
+    check_seed,
+)
+from .activations import ACTIVATIONS
+from .losses import LOSSES, output_delta, softmax
+
+OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS) + ("softmax",)
+
+#: the output activation each loss requires (None: any but softmax)
+LOSS_OUTPUT = {"squared_error": None, "cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+
+class MLP:
+    """Fully connected net ``sizes = [n0, ..., nL]`` trained by backpropagation.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer widths, input first; at least two entries, each >= 1.
+    hidden_activation, output_activation : str
+        One of sigmoid, tanh, relu, identity, softplus; the output may also be softmax (with cross_entropy).
+    loss : {"squared_error", "cross_entropy", "binary_cross_entropy"}
+        cross_entropy needs a softmax output and binary_cross_entropy a sigmoid output.
+    dtype : float32 or float64
+        Parameters, activations and gradients all stay in this dtype.
+    seed : int or None
+        Seeds the weight initialisation.
+
+    Initialisation: ``W_l ~ Normal(0, gain^2 / n_{l-1})`` with gain 1 (LeCun, Nielsen's "improved"
+    initialisation) or sqrt(2) for a relu layer (He), so that z keeps unit scale and sigmoids do not start
+    saturated; ``b_l ~ Uniform(-1/sqrt(n_{l-1}), 1/sqrt(n_{l-1}))`` as ``torch.nn.Linear``, so that biases
+    are non-zero from the start and every bias path is exercised.
+
+    Attributes
+    ----------
+    params : dict
+        ``"W1", "b1", ..., "WL", "bL"``; ``W_l : (n_l, n_{l-1})``, ``b_l : (n_l,)``.
+    """
+
+    def __init__(
+        self,
+        sizes,
+        hidden_activation="sigmoid",
+        output_activation="sigmoid",
+        loss="squared_error",
+        dtype=np.float64,
+        seed=None,
+    ):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"sizes must be a list of layer widths [n0, ..., nL]; got {sizes!r}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least 2 layers [n0, nL]; got {list(sizes)!r}")
+        self.sizes = [check_int(f"sizes[{i}]", n, minimum=1) for i, n in enumerate(sizes)]
+        self.hidden_activation = check_choice("hidden_activation", hidden_activation, ACTIVATIONS)
+        self.output_activation = check_choice("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        self.loss_name = check_choice("loss", loss, LOSSES)
+        required = LOSS_OUTPUT[self.loss_name]
+        if required is not None and self.output_activation != required:
+            raise ValueError(
+                f"loss={self.loss_name!r} needs output_activation={required!r}; got {self.output_activation!r}"
+            )
+        if required is None and self.output_activation == "softmax":
+            raise ValueError("output_activation='softmax' is only allowed with loss='cross_entropy'")
+        self.dtype = check_dtype(dtype)
+        self.seed = check_seed(seed)
+        self.params = self._init_params(np.random.default_rng(self.seed))
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def L(self) -> int:
+        """Number of weight layers."""
+        return len(self.sizes) - 1
+
+    def config(self) -> dict:
+        """The constructor arguments, enough to rebuild an identical (untrained) model."""
+        return {
+            "sizes": list(self.sizes),
+            "hidden_activation": self.hidden_activation,
+            "output_activation": self.output_activation,
+            "loss": self.loss_name,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+        }
+
+    def _activation_of(self, l):
+        name = self.output_activation if l == self.L else self.hidden_activation
+        return name
+
+    def _init_params(self, rng) -> dict:
+        params = {}
+        for l in range(1, self.L + 1):
+            n_in, n_out = self.sizes[l - 1], self.sizes[l]
+            gain = np.sqrt(2.0) if self._activation_of(l) == "relu" else 1.0
+            params[f"W{l}"] = (rng.standard_normal((n_out, n_in)) * (gain / np.sqrt(n_in))).astype(self.dtype)
+            bound = 1.0 / np.sqrt(n_in)
+            params[f"b{l}"] = rng.uniform(-bound, bound, n_out).astype(self.dtype)
+        return params
+
+    def _f(self, l):
+        name = self._activation_of(l)
+        if name == "softmax":
+            return softmax, None
+        return ACTIVATIONS[name]
+
+    # ------------------------------------------------------------------ validation
+    def _check_X(self, X) -> np.ndarray:
+        return as_float_array("X", X, self.dtype, (("N", None), ("n0", self.sizes[0])))
+
+    def _check_Y(self, Y, N) -> np.ndarray:
+        K = self.sizes[-1]
+        if self.loss_name == "cross_entropy":
+            arr = np.asarray(Y)
+            if arr.ndim == 1:
+                return as_labels("Y", arr, K, (("N", N),))
+            Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
+            if (Y < 0).any() or not np.allclose(Y.sum(axis=1), 1, rtol=0, atol=1e-6 if Y.itemsize == 8 else 1e-4):
+                raise ValueError("Y rows for cross_entropy must be one-hot or probability rows (>= 0, sum 1)")
+            return Y
+        arr = np.asarray(Y)
+        if arr.ndim == 1 and K == 1:  # logistic regression: y of shape (N,)
+            arr = arr.reshape(-1, 1)
+        Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
+        if self.loss_name == "binary_cross_entropy" and ((Y < 0) | (Y > 1)).any():
+            raise ValueError(f"Y for binary_cross_entropy must lie in [0, 1]; got values in [{Y.min()}, {Y.max()}]")
+        return Y
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, X):
+        """Cache of the forward pass: ``Z[l]`` and ``A[l]`` for l = 0..L (``Z[0]`` is None, ``A[0] = X``)."""
+        Z, A = [None], [X]
+        for l in range(1, self.L + 1):
+            W, b = self.params[f"W{l}"], self.params[f"b{l}"]
+            z = A[-1] @ W.T + b  # (F1) (N, n_l)
+            f, _ = self._f(l)
+            Z.append(z)
+            A.append(f(z))  # (F2)
+        return Z, A
+
+    def forward(self, X) -> np.ndarray:
+        """Output activations ``a^(L)``.
+
+        X : (N, n0) array  ->  (N, nL) array in the model's dtype.
+        """
+        X = self._check_X(X)
+        return self._forward(X)[1][-1]
+
+    def predict(self, X) -> np.ndarray:
+        """Class predictions: argmax for softmax, threshold 0.5 for sigmoid (one column) or argmax."""
+        a = self.forward(X)
+        if a.shape[1] == 1:
+            return (a[:, 0] > 0.5).astype(np.intp)
+        return a.argmax(axis=1)
+
+    def loss(self, X, Y) -> float:
+        """Batch-mean loss E as a Python float. X : (N, n0); Y : (N, nL), or labels (N,) for cross_entropy."""
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        Z, A = self._forward(X)
+        return LOSSES[self.loss_name](Z[-1], A[-1], Y)
+
+    # ------------------------------------------------------------------ reverse mode
+    def loss_and_grad(self, X, Y, input_grad=False):
+        """Loss and its gradient by backpropagation (BP1-BP4).
+
+        Returns ``(loss, grads)``: ``grads`` has the keys and shapes of ``params``, plus ``"X" : (N, n0)``
+        when ``input_grad`` is true.
+        """
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        Z, A = self._forward(X)
+        L = self.L
+        E = LOSSES[self.loss_name](Z[L], A[L], Y)
+        grads = {}
+        delta = output_delta(self.loss_name, Z[L], A[L], Y, self._f(L)[1])  # (BP1) (N, nL)
+        for l in range(L, 0, -1):
+            grads[f"W{l}"] = delta.T @ A[l - 1]  # (BP3) (n_l, n_{l-1})
+            grads[f"b{l}"] = delta.sum(axis=0)  # (BP4) (n_l,)
+            if l > 1:
+                fprime = self._f(l - 1)[1]
+                delta = (delta @ self.params[f"W{l}"]) * fprime(Z[l - 1], A[l - 1])  # (BP2)
+        if input_grad:
+            grads["X"] = delta @ self.params["W1"]  # dE/dX, BP2 without an activation
+        ordered = {k: grads[k] for k in self.params}
+        if input_grad:
+            ordered["X"] = grads["X"]
+        return E, ordered
+
+    # ------------------------------------------------------------------ forward mode
+    def jvp(self, X, Y, tangents):
+        """Forward-mode directional derivative of the loss, with no reverse pass.
+
+        tangents : dict keyed like ``params`` (plus an optional ``"X" : (N, n0)``).
+        Returns ``(loss, dloss)`` with ``dloss = sum_k <dE/dtheta_k, tangents[k]>``.
+        A full gradient by forward mode takes one such pass per parameter; reverse mode takes one in all.
+        """
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        T = check_param_dict("tangents", tangents, self.params, self.dtype, optional=("X",))
+        dA = np.zeros_like(X)
+        if "X" in tangents:
+            dA = as_float_array("tangents['X']", tangents["X"], self.dtype, (("N", len(X)), ("n0", self.sizes[0])))
+        A = X
+        for l in range(1, self.L + 1):
+            W, b = self.params[f"W{l}"], self.params[f"b{l}"]
+            z = A @ W.T + b  # (F1)
+            dz = dA @ W.T + A @ T[f"W{l}"].T + T[f"b{l}"]  # (J1)
+            f, fprime = self._f(l)
+            A = f(z)  # (F2)
+            if l < self.L:
+                dA = fprime(z, A) * dz  # (J2)
+        E = LOSSES[self.loss_name](z, A, Y)
+        delta_L = output_delta(self.loss_name, z, A, Y, fprime)
+        return E, float(np.sum(delta_L * dz))  # (J3)
+
+    def __repr__(self):
+        return (
+            f"MLP({self.sizes}, hidden_activation={self.hidden_activation!r}, "
+            f"output_activation={self.output_activation!r}, loss={self.loss_name!r}, dtype={self.dtype.name})"
+        )
