@@ -1,0 +1,99 @@
+"""The ``manual-bp`` command: the check job, its table and JSON, and clear messages for bad arguments."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from manual_bp.check import format_table, run_check
+from manual_bp.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_check_passes_and_prints_table(capsys):
+    assert main(["check", "--n", "3", "--models", "mlp,logreg"]) == 0
+    out = capsys.readouterr().out
+    assert "vs torch" in out and "vs finite diff" in out
+    assert "logreg" in out and "FAIL" not in out
+    assert out.strip().splitlines()[-1].endswith("passed, 0 failed")
+
+
+def test_check_json(capsys):
+    assert main(["check", "--n", "2", "--seed", "5", "--models", "mlp", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["seed"] == 5 and data["torch"] is True and data["failed"] == 0
+    assert all(r["torch_error"] < 1e-4 and r["fd_error"] < 1e-6 for r in data["rows"])
+
+
+def test_check_is_seeded(capsys):
+    main(["check", "--n", "2", "--seed", "1", "--models", "mlp", "--json"])
+    a = json.loads(capsys.readouterr().out)
+    main(["check", "--n", "2", "--seed", "1", "--models", "mlp", "--json"])
+    b = json.loads(capsys.readouterr().out)
+    assert [r["arch"] for r in a["rows"]] == [r["arch"] for r in b["rows"]]
+
+
+def test_check_fails_loudly_on_a_wrong_gradient(monkeypatch, capsys):
+    """The check can fail: break BP4 and it must exit 1 with FAIL rows."""
+    from manual_bp import mlp as mlp_module
+
+    original = mlp_module.MLP.loss_and_grad
+
+    def broken(self, X, Y, input_grad=False):
+        E, g = original(self, X, Y, input_grad)
+        g["b1"] = g["b1"] * 1.01
+        return E, g
+
+    monkeypatch.setattr(mlp_module.MLP, "loss_and_grad", broken)
+    assert run_check(n=2, seed=0, families=["mlp"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_check_without_torch_runs_finite_differences(monkeypatch, capsys):
+    import manual_bp.check as check
+
+    monkeypatch.setattr(check, "_load_reference", lambda: (None, "No module named 'torch'"))
+    assert run_check(n=2, seed=0, families=["logreg"]) == 0
+    out = capsys.readouterr().out
+    assert "torch is not installed" in out and "pip install" in out and "n/a" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["check", "--n", "0"], "expected a positive integer; got 0"),
+        (["check", "--n", "x"], "expected a positive integer; got 'x'"),
+        (["check", "--seed", "-3"], "expected a non-negative integer"),
+        (["check", "--models", "transformer"], "unknown family"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_python_dash_m_is_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "manual_bp", "--version"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("manual-bp ")
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, manual_bp, manual_bp.cli, manual_bp.check; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_format_table_handles_missing_torch_column():
+    rows = [{"model": "MLP", "arch": "[1, 1]", "dtype": "float64", "torch_error": None, "fd_error": 1e-9,
+             "ok": True}]
+    assert "n/a" in format_table(rows, torch=False)
