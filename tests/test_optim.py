@@ -1,0 +1,377 @@
+"""manual_bp.optim against torch.optim: the same start and the same gradients give the same trajectory.
+
+The oracle is torch's own optimizers, schedules and clipping (``torch.optim.SGD/Adam/AdamW``,
+``torch.optim.lr_scheduler.StepLR/ExponentialLR``, ``torch.nn.utils.clip_grad_norm_/clip_grad_value_``) in
+float64, fed gradient by gradient; every parameter and every optimizer buffer is compared after every step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from manual_bp import optim
+from manual_bp.gradcheck import compare_grads
+
+# Both sides run the same float64 arithmetic in a slightly different order (torch's lerp for m, addcdiv,
+# its own vector norms), so a step agrees to a few ulps; K <= 8 steps compound that to ~1e-15 relative.
+TOL_OPTIM = 1e-12
+FLOOR_OPTIM = 1e-12  # keeps 0/0 out only
+# float32 parameters against torch in float64: float32's epsilon (1.2e-7) times growth over K steps
+TOL_OPTIM_F32 = 1e-4
+
+SHAPES = {"W1": (3, 4), "b1": (3,), "W2": (2, 3), "b2": (2,)}
+
+
+def make_params(rng, dtype=np.float64):
+    return {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
+
+
+def make_grads(rng, K, scale):
+    """K steps of gradients with non-zero entries of varying size (``scale`` sets whether clipping bites)."""
+    return [{k: rng.standard_normal(s) * scale * rng.uniform(0.2, 2.0) for k, s in SHAPES.items()} for _ in range(K)]
+
+
+def assert_close(ours: dict, ref: dict, tol, what):
+    for k in ref:
+        if np.shape(ours[k]) != np.shape(ref[k]):
+            raise AssertionError(f"{what}{k}: shape {np.shape(ours[k])} != reference {np.shape(ref[k])}")
+    result = compare_grads(ours, ref, tol=tol, floor=FLOOR_OPTIM)
+    if not result.ok:
+        lines = "\n".join(f"  {r}" for r in result.failures())
+        raise AssertionError(f"{what}differs from torch:\n{lines}")
+    return result.max_error
+
+
+TORCH_BUFFERS = {"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+
+
+def run_both(kind, hyper, params0, grads_seq, clip=None, schedule=None, dtype=np.float64):
+    """Step ours and torch's optimizer side by side; return the worst relative error seen."""
+    params = {k: v.astype(dtype) for k, v in params0.items()}
+    ours = getattr(optim, kind)(params, **hyper, **(clip or {}))
+    tparams = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params0.items()}
+    tkw = dict(hyper)
+    if "betas" in tkw:
+        tkw["betas"] = tuple(tkw["betas"])
+    topt = getattr(torch.optim, kind)(list(tparams.values()), foreach=False, **tkw)
+    sched = tsched = None
+    if schedule is not None:
+        name, skw = schedule
+        sched = getattr(optim, name)(ours, **skw)
+        tsched = getattr(torch.optim.lr_scheduler, name)(topt, **skw)
+    tol = TOL_OPTIM if dtype == np.float64 else TOL_OPTIM_F32
+    worst = 0.0
+    for t, g in enumerate(grads_seq, start=1):
+        ours.step(g)
+        for k, p in tparams.items():
+            p.grad = torch.tensor(g[k], dtype=torch.float64)
+        if clip and "clip_norm" in clip:
+            torch.nn.utils.clip_grad_norm_(list(tparams.values()), clip["clip_norm"], clip.get("norm_type", 2.0),
+                                           foreach=False)
+        if clip and "clip_value" in clip:
+            torch.nn.utils.clip_grad_value_(list(tparams.values()), clip["clip_value"], foreach=False)
+        topt.step()
+        ref = {k: p.detach().numpy() for k, p in tparams.items()}
+        for k in params:
+            if params[k].dtype != dtype:
+                raise AssertionError(f"step {t}: params[{k!r}] became {params[k].dtype}, expected {dtype}")
+        worst = max(worst, assert_close(params, ref, tol, f"{kind}{hyper} step {t}: params "))
+        for b in TORCH_BUFFERS:
+            tb = {k: topt.state[p][b].numpy() for k, p in tparams.items() if b in topt.state[p]}
+            if tb:
+                if b not in ours.state:
+                    raise AssertionError(f"step {t}: torch has buffer {b!r}, ours has {sorted(ours.state)}")
+                worst = max(worst, assert_close(ours.state[b], tb, tol, f"{kind} step {t}: {b} "))
+        if sched is not None:
+            sched.step()
+            tsched.step()
+            (tlr,) = tsched.get_last_lr()
+            if not math.isclose(ours.lr, tlr, rel_tol=1e-14, abs_tol=0.0):
+                raise AssertionError(f"epoch {t}: lr {ours.lr!r} != torch {tlr!r}")
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------- strategies
+@st.composite
+def sgd_hyper(draw):
+    lr = draw(st.floats(1e-3, 1.0), label="lr")
+    momentum = draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0.0, 0.99), label="momentum")
+    nesterov = momentum > 0 and draw(st.booleans(), label="nesterov")
+    dampening = 0.0 if nesterov else draw(st.sampled_from([0.0, 0.1]) | st.floats(0.0, 1.0), label="dampening")
+    weight_decay = draw(st.sampled_from([0.0, 1e-2]) | st.floats(0.0, 0.5), label="weight_decay")
+    return dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+
+
+@st.composite
+def adam_hyper(draw):
+    lr = draw(st.floats(1e-4, 0.5), label="lr")
+    beta1 = draw(st.sampled_from([0.0, 0.9]) | st.floats(0.0, 0.99), label="beta1")
+    beta2 = draw(st.sampled_from([0.999, 0.5]) | st.floats(0.0, 0.9999), label="beta2")
+    eps = draw(st.sampled_from([1e-8, 1e-3]) | st.floats(1e-10, 1e-2), label="eps")
+    weight_decay = draw(st.sampled_from([0.0, 1e-2]) | st.floats(0.0, 0.5), label="weight_decay")
+    amsgrad = draw(st.booleans(), label="amsgrad")
+    return dict(lr=lr, betas=[beta1, beta2], eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+@st.composite
+def clip_options(draw):
+    which = draw(st.sampled_from(["none", "norm", "value", "both"]), label="clipping")
+    out = {}
+    if which in ("norm", "both"):
+        out["clip_norm"] = draw(st.floats(0.05, 5.0), label="max_norm")
+        out["norm_type"] = draw(st.sampled_from([2.0, 1.0, 3.0, math.inf]), label="norm_type")
+    if which in ("value", "both"):
+        out["clip_value"] = draw(st.floats(0.01, 2.0), label="clip_value")
+    return out
+
+
+case = dict(K=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1e-2, 1.0, 10.0]))
+
+
+# ---------------------------------------------------------------------------------------------- trajectories
+@given(hyper=sgd_hyper(), clip=clip_options(), **case)
+@example(hyper=dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), clip={}, K=3, seed=0,
+         scale=1.0)  # the seed's plain SGD
+@example(hyper=dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1, nesterov=False), clip={}, K=5, seed=1,
+         scale=1.0)  # dampening skips the first step (b_1 = g)
+@example(hyper=dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True), clip={}, K=5, seed=2,
+         scale=1.0)
+def test_sgd_equals_torch(hyper, clip, K, seed, scale):
+    rng = np.random.default_rng(seed)
+    run_both("SGD", hyper, make_params(rng), make_grads(rng, K, scale), clip=clip)
+
+
+@given(hyper=adam_hyper(), clip=clip_options(), decoupled=st.booleans(), **case)
+@example(hyper=dict(lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, amsgrad=False), clip={},
+         decoupled=False, K=8, seed=0, scale=1.0)
+@example(hyper=dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, amsgrad=True), clip={},
+         decoupled=False, K=8, seed=3, scale=1.0)
+@example(hyper=dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, amsgrad=False), clip={},
+         decoupled=True, K=8, seed=4, scale=1.0)
+def test_adam_equals_torch(hyper, clip, decoupled, K, seed, scale):
+    rng = np.random.default_rng(seed)
+    run_both("AdamW" if decoupled else "Adam", hyper, make_params(rng), make_grads(rng, K, scale), clip=clip)
+
+
+@given(
+    schedule=st.one_of(
+        st.builds(lambda s, g: ("StepLR", dict(step_size=s, gamma=g)), st.integers(1, 4), st.floats(0.05, 1.0)),
+        st.builds(lambda g: ("ExponentialLR", dict(gamma=g)), st.floats(0.5, 1.0)),
+    ),
+    kind=st.sampled_from(["SGD", "Adam"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@example(schedule=("StepLR", dict(step_size=2, gamma=0.1)), kind="SGD", seed=0)
+def test_schedules_equal_torch(schedule, kind, seed):
+    """One optimizer step per epoch, then ``scheduler.step()``: the lr sequence and the trajectory match."""
+    rng = np.random.default_rng(seed)
+    hyper = dict(lr=0.1, momentum=0.9) if kind == "SGD" else dict(lr=0.05)
+    run_both(kind, hyper, make_params(rng), make_grads(rng, 8, 1.0), schedule=schedule)
+
+
+@pytest.mark.parametrize("kind, hyper", [
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+    ("Adam", dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
+])
+def test_float32_params_stay_float32_and_track_torch(kind, hyper):
+    rng = np.random.default_rng(7)
+    run_both(kind, hyper, make_params(rng), make_grads(rng, 8, 1.0), dtype=np.float32,
+             clip=dict(clip_norm=1.0))
+
+
+# ---------------------------------------------------------------------------------------------- clipping
+@given(
+    norm_type=st.sampled_from([2.0, 1.0, 3.0, 0.5, math.inf]),
+    max_norm=st.floats(1e-3, 10.0),
+    scale=st.sampled_from([1e-3, 1.0, 10.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_clip_grad_norm_equals_torch(norm_type, max_norm, scale, seed):
+    rng = np.random.default_rng(seed)
+    grads = make_grads(rng, 1, scale)[0]
+    tg = [torch.tensor(g) for g in grads.values()]
+    for t in tg:
+        t.grad = t.clone()
+    ref_norm = float(torch.nn.utils.clip_grad_norm_(tg, max_norm, norm_type, foreach=False))
+    total = optim.clip_grad_norm(grads, max_norm, norm_type)
+    if not math.isclose(total, ref_norm, rel_tol=TOL_OPTIM):
+        raise AssertionError(f"total norm {total!r} != torch {ref_norm!r} (norm_type={norm_type})")
+    assert_close(grads, {k: t.grad.numpy() for k, t in zip(grads, tg)}, TOL_OPTIM, "clip_grad_norm: ")
+
+
+@given(clip_value=st.floats(1e-3, 3.0), seed=st.integers(0, 2**32 - 1))
+def test_clip_grad_value_equals_torch(clip_value, seed):
+    rng = np.random.default_rng(seed)
+    grads = make_grads(rng, 1, 1.0)[0]
+    tg = [torch.tensor(g) for g in grads.values()]
+    for t in tg:
+        t.grad = t.clone()
+    torch.nn.utils.clip_grad_value_(tg, clip_value, foreach=False)
+    optim.clip_grad_value(grads, clip_value)
+    for k, t in zip(grads, tg):
+        if not np.array_equal(grads[k], t.grad.numpy()):
+            raise AssertionError(f"clip_grad_value: {k} differs from torch")
+
+
+def test_clip_grad_norm_keys_and_nonfinite():
+    rng = np.random.default_rng(0)
+    grads = make_grads(rng, 1, 10.0)[0]
+    grads["h0"] = np.full((2, 3), 100.0)
+    before = {k: v.copy() for k, v in grads.items()}
+    optim.clip_grad_norm(grads, 1.0, keys=list(SHAPES))
+    assert np.array_equal(grads["h0"], before["h0"])  # not in keys: untouched
+    assert optim.grad_norm(grads, keys=list(SHAPES)) <= 1.0 + 1e-9
+    grads["W1"][0, 0] = np.nan
+    snapshot = {k: v.copy() for k, v in grads.items()}
+    with pytest.raises(ValueError, match=re.escape("grads['W1'][(0, 0)] = nan")):
+        optim.clip_grad_norm(grads, 1.0)
+    assert all(np.array_equal(grads[k], snapshot[k], equal_nan=True) for k in grads)
+
+
+def test_step_clips_a_copy_and_ignores_extra_keys():
+    """Clipping inside ``step`` never alters the caller's gradients; keys like "h0"/"X" are ignored."""
+    rng = np.random.default_rng(1)
+    params = make_params(rng)
+    g = make_grads(rng, 1, 10.0)[0]
+    g["h0"] = rng.standard_normal((2, 3))
+    g["X"] = rng.standard_normal((5, 4))
+    before = {k: v.copy() for k, v in g.items()}
+    p0 = {k: v.copy() for k, v in params.items()}
+    opt = optim.SGD(params, lr=1.0, clip_norm=0.5)
+    opt.step(g)
+    assert all(np.array_equal(g[k], before[k]) for k in g)
+    step = {k: p0[k] - params[k] for k in params}
+    assert abs(optim.grad_norm(step) - 0.5) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------- state
+@pytest.mark.parametrize("kind, hyper", [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3)),
+    ("Adam", dict(lr=1e-2, amsgrad=True, clip_norm=1.0)),
+    ("AdamW", dict(lr=1e-2)),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_state_dict_round_trip_continues_exactly(kind, hyper, dtype):
+    rng = np.random.default_rng(2)
+    params = make_params(rng, dtype)
+    grads = make_grads(rng, 6, 1.0)
+    opt = getattr(optim, kind)(params, **hyper)
+    fresh_sd = opt.state_dict()
+    optim_copy = getattr(optim, kind)({k: v.copy() for k, v in params.items()}, lr=0.5)
+    optim_copy.load_state_dict(fresh_sd)  # a state before any step loads too
+    for g in grads[:3]:
+        opt.step(g)
+    sd = opt.state_dict()
+    for bufs in sd["state"].values():
+        for arr in bufs.values():
+            assert isinstance(arr, np.ndarray) and arr.dtype == dtype
+    params2 = {k: v.copy() for k, v in params.items()}
+    opt2 = getattr(optim, kind)(params2, lr=123.0)  # hyper-parameters come from the state dict
+    opt2.load_state_dict(sd)
+    assert opt2.config() == opt.config() and opt2.step_count == 3
+    for g in grads[3:]:
+        opt.step(g)
+        opt2.step(g)
+    for k in params:
+        assert np.array_equal(params[k], params2[k]), k
+
+
+def test_load_state_dict_rejects_mismatch_and_changes_nothing():
+    rng = np.random.default_rng(3)
+    params = make_params(rng)
+    opt = optim.Adam(params, lr=1e-2)
+    opt.step(make_grads(rng, 1, 1.0)[0])
+    sd = opt.state_dict()
+    other = optim.Adam({k: v.copy() for k, v in params.items()}, lr=0.5)
+    before = other.state_dict()
+    bad = opt.state_dict()
+    bad["state"]["exp_avg"]["W1"] = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=re.escape("must have shape (3, 4) and dtype float64")):
+        other.load_state_dict(bad)
+    bad = opt.state_dict()
+    bad["state"]["exp_avg"]["W1"] = bad["state"]["exp_avg"]["W1"].astype(np.float32)
+    with pytest.raises(ValueError, match="dtype float64"):
+        other.load_state_dict(bad)
+    bad = opt.state_dict()
+    del bad["state"]["exp_avg_sq"]
+    with pytest.raises(ValueError, match="must hold buffers"):
+        other.load_state_dict(bad)
+    bad = opt.state_dict()
+    bad["config"]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr must be >= 0.0; got -1.0"):
+        other.load_state_dict(bad)
+    with pytest.raises(ValueError, match="must have keys"):
+        other.load_state_dict(optim.SGD(params, lr=0.1).state_dict())
+    after = other.state_dict()
+    assert after["config"] == before["config"] and after["step_count"] == 0
+    other.load_state_dict(sd)
+    assert other.step_count == 1
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("make, exc, message", [
+    (lambda p: optim.SGD(p, lr=-0.1), ValueError, "lr must be >= 0.0; got -0.1"),
+    (lambda p: optim.SGD(p, lr=float("nan")), ValueError, "lr must be finite; got nan"),
+    (lambda p: optim.SGD(p, lr="0.1"), TypeError, "lr must be a real number; got str '0.1'"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), ValueError, "momentum must be >= 0.0; got -0.5"),
+    (lambda p: optim.SGD(p, lr=0.1, dampening=1.5), ValueError, "dampening must be <= 1.0; got 1.5"),
+    (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1), ValueError, "weight_decay must be >= 0.0; got -1.0"),
+    (lambda p: optim.SGD(p, lr=0.1, nesterov=True), ValueError, "nesterov=True needs momentum > 0"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError,
+     "dampening == 0; got momentum=0.9, dampening=0.1"),
+    (lambda p: optim.SGD(p, lr=0.1, nesterov=1), TypeError, "nesterov must be True or False; got int 1"),
+    (lambda p: optim.SGD(p, lr=0.1, clip_norm=0), ValueError, "clip_norm must be > 0.0; got 0.0"),
+    (lambda p: optim.SGD(p, lr=0.1, clip_value=-1), ValueError, "clip_value must be > 0.0; got -1.0"),
+    (lambda p: optim.SGD(p, lr=0.1, norm_type=0), ValueError, "norm_type must be > 0"),
+    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be < 1.0; got 1.0"),
+    (lambda p: optim.Adam(p, betas=(-0.1, 0.9)), ValueError, r"betas\[0\] must be >= 0.0; got -0.1"),
+    (lambda p: optim.Adam(p, betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\); got 0.9"),
+    (lambda p: optim.Adam(p, eps=-1e-8), ValueError, "eps must be >= 0.0; got -1e-08"),
+    (lambda p: optim.Adam(p, amsgrad="yes"), TypeError, "amsgrad must be True or False"),
+    (lambda p: optim.SGD([1, 2], lr=0.1), TypeError, "params must be a dict of parameter arrays"),
+    (lambda p: optim.SGD({}, lr=0.1), ValueError, "at least one parameter array"),
+    (lambda p: optim.SGD({"W": np.zeros(3, dtype=int)}, lr=0.1), TypeError, r"params\['W'\] must be a float32"),
+    (lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=0), ValueError, "step_size must be >= 1; got 0"),
+    (lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=2, gamma=-0.5), ValueError,
+     "gamma must be > 0.0; got -0.5"),
+    (lambda p: optim.ExponentialLR("opt", gamma=0.5), TypeError, "optimizer must be a manual_bp.optim optimizer"),
+])
+def test_bad_hyper_parameters(make, exc, message):
+    params = make_params(np.random.default_rng(0))
+    with pytest.raises(exc, match=message):
+        make(params)
+
+
+def test_bad_gradients_change_nothing():
+    rng = np.random.default_rng(4)
+    params = make_params(rng)
+    opt = optim.SGD(params, lr=0.1, momentum=0.9)
+    opt.step(make_grads(rng, 1, 1.0)[0])
+    p0 = {k: v.copy() for k, v in params.items()}
+    s0 = opt.state_dict()
+    good = make_grads(rng, 1, 1.0)[0]
+    missing = {k: v for k, v in good.items() if k != "b2"}
+    with pytest.raises(ValueError, match=re.escape("missing ['b2']")):
+        opt.step(missing)
+    wrong = dict(good, W2=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=re.escape("grads['W2'] must have the shape of params['W2'], (2, 3); got (3, 2)")):
+        opt.step(wrong)
+    nan = dict(good, b1=np.array([0.0, np.inf, 0.0]))
+    with pytest.raises(ValueError, match=re.escape("grads['b1'] must be finite; got inf at index (1,)")):
+        opt.step(nan)
+    with pytest.raises(TypeError, match="grads must be a dict"):
+        opt.step([good])
+    with pytest.raises(ValueError, match="lr must be >= 0.0; got -1.0"):
+        opt.lr = -1.0
+    assert all(np.array_equal(params[k], p0[k]) for k in params)
+    s1 = opt.state_dict()
+    assert s1["step_count"] == s0["step_count"] and s1["config"] == s0["config"]
+    assert all(np.array_equal(s1["state"]["momentum_buffer"][k], s0["state"]["momentum_buffer"][k]) for k in params)
