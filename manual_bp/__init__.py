@@ -6,11 +6,25 @@ central finite differences (``manual-bp check``). Importing this package needs N
 
 from .gradcheck import GradcheckResult, compare_grads, gradcheck, numerical_grad
 from .mlp import MLP
+from . import optim
+from .optim import SGD, Adam, AdamW, ExponentialLR, StepLR, clip_grad_norm, clip_grad_value
+from .recurrent import vanishing_gradients
+from .rnn import RNN
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MLP",
+    "optim",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "StepLR",
+    "ExponentialLR",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "RNN",
+    "vanishing_gradients",
     "gradcheck",
     "numerical_grad",
     "compare_grads",

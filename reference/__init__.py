@@ -9,5 +9,22 @@ Importing this package imports torch; ``manual_bp`` itself never does.
 """
 
 from .mlp import mlp_jvp, mlp_loss_and_grad
+from .recurrent import (
+    build_recurrent,
+    recurrent_forward,
+    recurrent_jvp,
+    recurrent_loss_and_grad,
+    recurrent_train_chunks,
+    recurrent_vanishing,
+)
 
-__all__ = ["mlp_loss_and_grad", "mlp_jvp"]
+__all__ = [
+    "mlp_loss_and_grad",
+    "mlp_jvp",
+    "build_recurrent",
+    "recurrent_loss_and_grad",
+    "recurrent_forward",
+    "recurrent_jvp",
+    "recurrent_vanishing",
+    "recurrent_train_chunks",
+]

@@ -1,0 +1,95 @@
+"""Vanilla RNN: the seed's chain of three-layer nets sharing U, W, V across time, as ``torch.nn.RNN``.
+
+The cell, on the skeleton of ``recurrent.py`` (which holds the output layer, loss, (O1-O5), (B1), (B3), truncation
+and JVP plumbing). With ``G_t = U x_t + b`` hoisted out of the loop (S1):
+
+    (R1)  z_t = G_t + W s_{t-1}              = U x_t + W s_{t-1} + b          (N, H), one product per step
+    (R2)  s_t = f(z_t)                       f = tanh (default) or relu, as torch.nn.RNN
+
+BPTT, with dE/ds_t already holding both paths (B1: from E_t through V and from s_{t+1} through W):
+
+    (R3)  delta_t = dE/ds_t ⊙ f'(z_t)       f' = 1 - s_t^2 (tanh), [z_t > 0] (relu)
+    (R4)  dE/ds_{t-1} |_{via step t} = delta_t W                   rows: delta @ W
+    then (B3): dE/dW = sum_t delta_t^T s_{t-1}, dE/dU = sum_t delta_t^T x_t, dE/db = sum_t delta_t.
+
+Forward mode (J2): s'_t = f'(z_t) ⊙ (U' x_t + b' + W' s_{t-1} + W s'_{t-1}).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_choice
+from .recurrent import Recurrent, rows
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+class RNN(Recurrent):
+    """Elman RNN ``s_t = f(U x_t + W s_{t-1} + b)``, ``o_t = softmax(V s_t + c)``, trained by BPTT.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+        D (features, or the vocabulary size for token ids), H, K.
+    nonlinearity : {"tanh", "relu"}
+    loss : {"cross_entropy", "squared_error"}
+        cross_entropy: softmax outputs and integer targets (T, N); squared_error: identity outputs
+        ``o_t = V s_t + c`` and float targets (T, N, K).
+    dtype : float32 or float64
+    seed : int or None
+
+    Attributes
+    ----------
+    params : dict
+        ``"U" (H, D)``, ``"W" (H, H)``, ``"b" (H,)``, ``"V" (K, H)``, ``"c" (K,)``; torch's ``weight_ih_l0``,
+        ``weight_hh_l0``, ``bias_ih_l0`` (with ``bias_hh_l0 = 0``) and ``nn.Linear(H, K)``.
+
+    Example
+    -------
+    >>> rnn = RNN(5, 8, 5, seed=0)
+    >>> X = np.array([[0, 1], [2, 3], [4, 0]])           # token ids (T=3, N=2)
+    >>> loss, grads, s_T = rnn.loss_and_grad(X, X, truncate=1, return_state=True)
+    """
+
+    GATES = 1
+    STATES = ("h",)
+
+    def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", loss="cross_entropy",
+                 dtype=np.float64, seed=None):
+        self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        super().__init__(input_size, hidden_size, output_size, loss=loss, dtype=dtype, seed=seed)
+
+    def config(self) -> dict:
+        return {**super().config(), "nonlinearity": self.nonlinearity}
+
+    def _step(self, s, cache, work):
+        S, z = cache["S"], cache["G"][s]  # G[s] holds U x_t + b and becomes z_t
+        z += np.matmul(S[s], self.params["W"].T, out=work)  # (R1) z_t = U x_t + W s_{t-1} + b
+        if self.nonlinearity == "tanh":
+            np.tanh(z, out=S[s + 1])  # (R2)
+        else:
+            np.maximum(z, 0, out=S[s + 1])  # (R2)
+
+    def _fprime(self, z, a):
+        """f'(z_t) from z_t and s_t = f(z_t)."""
+        if self.nonlinearity == "tanh":
+            return 1 - a * a
+        return z > 0  # 0 at the kink, as torch
+
+    def _step_back(self, a, b, dstate, cache, out):
+        (ds,) = dstate  # dE/ds_t, both paths (B1)
+        z, s_t = rows(cache["G"], a, b), rows(cache["S"], a + 1, b + 1)
+        delta = np.multiply(ds, self._fprime(z, s_t), out=out)  # (R3) delta_t = dE/ds_t ⊙ f'(z_t)
+        return (delta @ self.params["W"],)  # (R4) dE/ds_{t-1} = delta_t W
+
+    def _step_jvp(self, s, dgx, dgw, dprev, cache, dnext):
+        (ds_prev,), (ds,) = dprev, dnext
+        dz = dgx + dgw + ds_prev @ self.params["W"].T  # (J2) tangent of (R1)
+        np.multiply(self._fprime(cache["G"][s], cache["S"][s + 1]), dz, out=ds)  # (J2) tangent of (R2)
+
+    def __repr__(self):
+        return (
+            f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, nonlinearity={self.nonlinearity!r}, "
+            f"loss={self.loss_name!r}, dtype={self.dtype.name})"
+        )
