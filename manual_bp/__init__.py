@@ -10,6 +10,8 @@ from . import optim
 from .optim import SGD, Adam, AdamW, ExponentialLR, StepLR, clip_grad_norm, clip_grad_value
 from .recurrent import vanishing_gradients
 from .rnn import RNN
+from .lstm import LSTM
+from .gru import GRU
 
 __version__ = "0.1.0"
 
@@ -24,6 +26,8 @@ __all__ = [
     "clip_grad_norm",
     "clip_grad_value",
     "RNN",
+    "LSTM",
+    "GRU",
     "vanishing_gradients",
     "gradcheck",
     "numerical_grad",

@@ -36,8 +36,11 @@ s_{t-k-1} that feeds the earliest of them, no further. So dE/ds_0 gets E_t's sha
           reaches s_0 goes to dE/ds_0. k+1 stacked steps instead of T*(k+1) small ones.
 
 Vanishing gradient (``vanishing_gradients``): E_T alone (the batch mean of the last step's loss, unmasked)
-stepped back with (B2): ``||dE_T/dh_k||`` (Frobenius norm over the batch, a vector for N = 1) for k = 0..T;
-for the LSTM also ``||dE_T/dc_k||``. These are total derivatives, what ``retain_grad`` shows on a state tensor.
+stepped back with (B2): ``||dE_T/ds_k||`` (Frobenius norm over the batch, a vector for N = 1) for k = 0..T,
+where s_k is the state carried from step k to step k+1: h_k, and for the LSTM the pair (h_k, c_k). So the
+LSTM's dE_T/dc_k holds h_k fixed (the path through c_{k+1}, 0 at k = T), and dE_T/dh_k is the total over
+both paths out of h_k: exactly what (B2) carries, what ``grads["h0"], grads["c0"]`` are at k = 0, and what
+``retain_grad`` shows on the state tensors of torch's modules.
 
 Forward mode (``jvp``) pushes a tangent of the parameters (and of the initial state) through time:
 
@@ -445,11 +448,6 @@ class Recurrent:
         dq_tan += tan["c"]
         return E, float(np.sum(dq.reshape(T * N, -1) * dq_tan))  # (J3)
 
-    # ------------------------------------------------------------------ cell hooks
-    def _seen_state_grads(self, s, dstate, cache):
-        """dE/d(state at s) as ``retain_grad`` shows it, from what ``_step_back`` carries (default: the same)."""
-        return dstate
-
     def __repr__(self):
         return (
             f"{type(self).__name__}({self.input_size}, {self.hidden_size}, {self.output_size}, "
@@ -465,7 +463,9 @@ def vanishing_gradients(model, X, Y, h0=None) -> dict:
     seed's product ``prod_{j=k+1..T} ds_j/ds_{j-1}`` is in there, and these norms show where it goes to 0.
 
     Returns a dict of ``(T+1,)`` float arrays indexed by k: ``"h"`` (dE_T/dh_k, the RNN's s_k) and, for the
-    LSTM, ``"c"`` (dE_T/dc_k). They are total derivatives: the value ``retain_grad`` gives on each state.
+    LSTM, ``"c"`` (dE_T/dc_k with h_k held fixed: the gradient that flows along the cell state, 0 at k = T).
+    These are the gradients with respect to the state (h_k[, c_k]) that step k hands to step k+1, as
+    ``retain_grad`` shows them on the state tensors of ``torch.nn.RNN/LSTM/GRU`` run one step at a time.
     """
     if not isinstance(model, Recurrent):
         raise TypeError(f"model must be an RNN, LSTM or GRU; got {type(model).__name__}")
@@ -480,7 +480,7 @@ def vanishing_gradients(model, X, Y, h0=None) -> dict:
     norms = {part: np.empty(T + 1) for part in model.STATES}
     work = np.empty((N, model.GATES * H), dtype=model.dtype)
     for k in range(T, -1, -1):
-        for part, d in zip(model.STATES, model._seen_state_grads(k, dstate, cache)):
+        for part, d in zip(model.STATES, dstate):
             norms[part][k] = float(np.linalg.norm(d))
         if k > 0:
             dstate = model._step_back(k - 1, k, dstate, cache, work)  # (B2) from state k to state k-1

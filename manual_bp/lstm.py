@@ -1,0 +1,107 @@
+"""LSTM, torch-compatible (``torch.nn.LSTM`` gate order i, f, g, o), on the skeleton of ``recurrent.py``.
+
+The skeleton holds the output layer ``o_t = softmax(V h_t + c)``, the loss, the mask, truncation and the JVP
+plumbing; this module is the cell. With ``G_t = U x_t + b`` hoisted out of the loop (S1), one step is
+
+    (L1)  [a_i; a_f; a_g; a_o] = G_t + W h_{t-1}          (N, 4H): one product over the stacked gates
+    (L2)  i = sigmoid(a_i),  f = sigmoid(a_f),  g = tanh(a_g),  o = sigmoid(a_o)
+    (L3)  c_t = f ⊙ c_{t-1} + i ⊙ g
+    (L4)  h_t = o ⊙ tanh(c_t)
+
+The chain rule through time, written once. h_t feeds E_t (through V) and step t+1 (through W); c_t feeds h_t
+and c_{t+1}. So, with dE/dh_t and dE/dc_t meaning total derivatives,
+
+    dE/dh_t = dq_t V + (da_{t+1}) W                                              (B1)
+    dE/dc_t = dE/dh_t ⊙ o_t ⊙ (1 - tanh^2 c_t) + dE/dc_{t+1} ⊙ f_{t+1}          (L5)
+
+and the step's backward is
+
+    (L5)  dc = dc_next + dh ⊙ o ⊙ (1 - tanh^2 c_t)       dc_next = dE/dc_{t+1} ⊙ f_{t+1}, carried from step t+1
+    (L6)  da_i = dc ⊙ g ⊙ i(1-i),   da_f = dc ⊙ c_{t-1} ⊙ f(1-f),   da_g = dc ⊙ i ⊙ (1-g^2),
+          da_o = dh ⊙ tanh(c_t) ⊙ o(1-o)                 the gate deltas, stacked as dG_t (N, 4H)
+    (L7)  dE/dh_{t-1} |_{via step t} = dG_t W             the gate path into h_{t-1}
+    (L8)  dE/dc_{t-1} |_{via c_t}    = dc ⊙ f              the cell-state path: dc_{t-1} = dc_t ⊙ f
+
+then (B3): dE/dU = sum_t dG_t^T x_t, dE/dW = sum_t dG_t^T h_{t-1}, dE/db = sum_t dG_t.
+
+Forward mode (J2), with a' the tangent of (L1):
+    i' = i(1-i) a_i', f' = f(1-f) a_f', g' = (1-g^2) a_g', o' = o(1-o) a_o',
+    c'_t = f' c_{t-1} + f c'_{t-1} + i' g + i g',   h'_t = o' tanh(c_t) + o (1 - tanh^2 c_t) c'_t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import sigmoid
+from .recurrent import Recurrent, rows
+
+
+class LSTM(Recurrent):
+    """Long short-term memory net ``h_t, c_t = LSTM(x_t, h_{t-1}, c_{t-1})``, ``o_t = softmax(V h_t + c)``.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+        D (features, or the vocabulary size for token ids), H, K.
+    loss : {"cross_entropy", "squared_error"}
+    dtype : float32 or float64
+    seed : int or None
+
+    Attributes
+    ----------
+    params : dict
+        ``"U" (4H, D)``, ``"W" (4H, H)``, ``"b" (4H,)`` (blocks i, f, g, o as torch's ``weight_ih_l0``,
+        ``weight_hh_l0``, ``bias_ih_l0``; torch's ``bias_hh_l0`` is 0), ``"V" (K, H)``, ``"c" (K,)``.
+
+    The initial state is ``h0=(h0, c0)``, each ``(N, H)`` or None (zeros); ``grads`` carries ``"h0"`` and
+    ``"c0"``; ``forward`` returns ``(P, (S, C))`` with S, C : (T+1, N, H); the final state returned by
+    ``loss_and_grad(..., return_state=True)`` is the tuple ``(h_T, c_T)``.
+    """
+
+    GATES = 4
+    STATES = ("h", "c")
+
+    def _alloc_cache(self, cache, T, N):
+        cache["TC"] = np.empty((T, N, self.hidden_size), dtype=self.dtype)  # tanh(c_t)
+
+    def _step(self, s, cache, work):
+        H = self.hidden_size
+        S, C, TC = cache["S"], cache["C"], cache["TC"]
+        a = cache["G"][s]  # (N, 4H): holds U x_t + b, becomes [i f g o]
+        a += np.matmul(S[s], self.params["W"].T, out=work)  # (L1) one product for all four gates
+        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # (L2) i, f
+        np.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # (L2) g
+        sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])  # (L2) o
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        np.multiply(f, C[s], out=C[s + 1])  # (L3) f ⊙ c_{t-1}
+        C[s + 1] += np.multiply(i, g, out=work[:, :H])  # (L3) + i ⊙ g
+        np.tanh(C[s + 1], out=TC[s])
+        np.multiply(o, TC[s], out=S[s + 1])  # (L4) h_t = o ⊙ tanh(c_t)
+
+    def _step_back(self, a, b, dstate, cache, out):
+        H = self.hidden_size
+        dh, dc_next = dstate  # dE/dh_t (both paths, B1); dE/dc_{t+1} ⊙ f_{t+1}
+        gates = rows(cache["G"], a, b)
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        tc, c_prev = rows(cache["TC"], a, b), rows(cache["C"], a, b)
+        dc = dc_next + dh * o * (1 - tc * tc)  # (L5) dE/dc_t: via c_{t+1} and via h_t
+        out[:, :H] = dc * g * i * (1 - i)  # (L6) da_i
+        out[:, H : 2 * H] = dc * c_prev * f * (1 - f)  # (L6) da_f
+        out[:, 2 * H : 3 * H] = dc * i * (1 - g * g)  # (L6) da_g
+        out[:, 3 * H :] = dh * tc * o * (1 - o)  # (L6) da_o
+        return out @ self.params["W"], dc * f  # (L7) gate path into h_{t-1}; (L8) dc_{t-1} = dc_t ⊙ f
+
+    def _step_jvp(self, s, dgx, dgw, dprev, cache, dnext):
+        H = self.hidden_size
+        (dh_prev, dc_prev), (dh, dc) = dprev, dnext
+        da = dgx + dgw + dh_prev @ self.params["W"].T  # (J2) tangent of (L1)
+        gates = cache["G"][s]
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        tc, c_prev = cache["TC"][s], cache["C"][s]
+        di = i * (1 - i) * da[:, :H]  # (J2) tangents of (L2)
+        df = f * (1 - f) * da[:, H : 2 * H]
+        dg = (1 - g * g) * da[:, 2 * H : 3 * H]
+        do = o * (1 - o) * da[:, 3 * H :]
+        dc[...] = df * c_prev + f * dc_prev + di * g + i * dg  # (J2) tangent of (L3)
+        dh[...] = do * tc + o * (1 - tc * tc) * dc  # (J2) tangent of (L4)
