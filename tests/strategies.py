@@ -62,3 +62,115 @@ def mlp_cases(draw, dtypes=(np.float64,), max_layers=5, max_width=16, max_batch=
     else:
         Y = rng.standard_normal((N, K))
     return net, X, Y
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recurrent section: RNN, LSTM and GRU cases. T 1..40, N 1..8, D, H, K 1..10; token ids or float inputs; both
+# losses, with or without a random mask; truncate None or 0..T; random non-zero parameters (biases included) and,
+# for LSTM and GRU always (for the RNN on a draw), non-zero initial states. Arrays are drawn in float64 and
+# rounded to the model's dtype, so a float64 oracle sees exactly the values the model sees.
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from manual_bp import GRU, LSTM, RNN  # noqa: E402
+
+RECURRENT_MODELS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
+
+
+@dataclass
+class RecurrentCase:
+    """One drawn recurrent problem; ``kwargs()`` are the keyword arguments of ``loss_and_grad``."""
+
+    model: object
+    X: np.ndarray
+    Y: np.ndarray
+    h0: object = None
+    mask: np.ndarray = None
+    truncate: int = None
+    extra: dict = field(default_factory=dict)
+
+    def kwargs(self, truncate=True):
+        kw = {"h0": self.h0, "mask": self.mask}
+        if truncate:
+            kw["truncate"] = self.truncate
+        return kw
+
+    def describe(self):
+        T, N = self.X.shape[:2]
+        return (f"{self.model!r} T={T} N={N} ids={self.X.ndim == 2} h0={'set' if self.h0 is not None else 'None'} "
+                f"mask={self.mask is not None} truncate={self.truncate}: ")
+
+
+def randomize_recurrent_params(params: dict, rng: np.random.Generator, scale: float = 1.0) -> dict:
+    """Non-zero random parameters: matrices ~ N(0, scale^2 / n_in) (so states neither die nor blow up over 40
+    steps), biases ~ N(0, 0.5^2): never the zeros a bias bug could hide in."""
+    out = {}
+    for k, v in params.items():
+        if v.ndim == 2:
+            out[k] = (rng.standard_normal(v.shape) * (scale / np.sqrt(v.shape[1]))).astype(v.dtype)
+        else:
+            out[k] = (rng.standard_normal(v.shape) * 0.5).astype(v.dtype)
+    return out
+
+
+def random_state(model, N, rng, scale=0.5):
+    """A non-zero initial state in the form ``h0`` accepts (a tuple (h0, c0) for the LSTM)."""
+    H = model.hidden_size
+    parts = tuple((rng.standard_normal((N, H)) * scale).astype(model.dtype) for _ in model.STATES)
+    return parts if len(parts) > 1 else parts[0]
+
+
+def recurrent_inputs(model, T, N, rng, ids):
+    """``X``: token ids (T, N) in [0, D) or floats (T, N, D) in the model's dtype."""
+    if ids:
+        return rng.integers(0, model.input_size, (T, N))
+    return rng.standard_normal((T, N, model.input_size)).astype(model.dtype)
+
+
+def recurrent_targets(model, T, N, rng):
+    if model.loss_name == "cross_entropy":
+        return rng.integers(0, model.output_size, (T, N))
+    return rng.standard_normal((T, N, model.output_size)).astype(model.dtype)
+
+
+def relu_safe_recurrent(case, margin=1e-4):
+    """True unless a relu RNN has a pre-activation within ``margin`` of the kink (finite differences step 1e-6)."""
+    m = case.model
+    if getattr(m, "nonlinearity", None) != "relu":
+        return True
+    X, is_ids = m._check_X(case.X)
+    cache = m._forward(X, is_ids, m._check_h0(case.h0, X.shape[1]))
+    return float(np.abs(cache["G"]).min()) > margin
+
+
+@st.composite
+def recurrent_cases(draw, models=("RNN", "LSTM", "GRU"), dtypes=(np.float64,), max_T=40, max_N=8, max_size=10,
+                    truncate=True, masks=True, losses=("cross_entropy", "squared_error")):
+    """Draw a :class:`RecurrentCase`: a random model with random non-zero parameters and a matching problem."""
+    kind = draw(st.sampled_from(models), label="model")
+    T = draw(st.integers(1, max_T), label="T")
+    N = draw(st.integers(1, max_N), label="N")
+    D = draw(st.integers(1, max_size), label="D")
+    H = draw(st.integers(1, max_size), label="H")
+    K = draw(st.integers(1, max_size), label="K")
+    loss = draw(st.sampled_from(losses), label="loss")
+    dtype = draw(st.sampled_from(dtypes), label="dtype")
+    ids = draw(st.booleans(), label="token ids")
+    seed = draw(st.integers(0, 2**32 - 1), label="seed")
+    kw = {}
+    if kind == "RNN":
+        kw["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]), label="nonlinearity")
+    model = RECURRENT_MODELS[kind](D, H, K, loss=loss, dtype=dtype, seed=seed, **kw)
+    rng = np.random.default_rng(seed)
+    model.params = randomize_recurrent_params(model.params, rng)
+    X = recurrent_inputs(model, T, N, rng, ids)
+    Y = recurrent_targets(model, T, N, rng)
+    nonzero_h0 = kind != "RNN" or draw(st.booleans(), label="non-zero h0")
+    h0 = random_state(model, N, rng) if nonzero_h0 else None
+    mask = None
+    if masks and draw(st.booleans(), label="mask"):
+        mask = rng.uniform(size=(T, N)) < 0.7
+    k = None
+    if truncate and draw(st.booleans(), label="truncated"):
+        k = draw(st.integers(0, T), label="truncate")
+    return RecurrentCase(model, X, Y, h0, mask, k)
