@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import tempfile
-import zipfile
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -195,9 +194,11 @@ def _atomic_write(path: str, arrays: dict) -> None:
 def _read_all(path: str) -> dict:
     """Every member of the npz as an array, with any reading failure turned into a ValueError."""
     with open(path, "rb") as f:  # FileNotFoundError and PermissionError stay what they are
+        # Any failure to parse the file means it is not a valid checkpoint: a damaged zip can raise
+        # BadZipFile, EOFError, NotImplementedError (a garbled version field), struct.error, RuntimeError...
         try:
             z = np.load(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except Exception as exc:
             raise ValueError(f"{path} is not a readable manual-bp checkpoint (.npz): {exc}") from exc
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise ValueError(f"{path} is not a manual-bp checkpoint: it holds one array, not an .npz archive")
@@ -206,7 +207,7 @@ def _read_all(path: str) -> dict:
             for key in z.files:
                 try:
                     out[key] = z[key]
-                except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+                except Exception as exc:
                     raise ValueError(f"{path}: array {key!r} cannot be read (truncated or corrupted?): {exc}") from exc
             return out
 
