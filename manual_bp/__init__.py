@@ -12,6 +12,8 @@ from .recurrent import vanishing_gradients
 from .rnn import RNN
 from .lstm import LSTM
 from .gru import GRU
+from . import checkpoint, training
+from .training import fit, fit_stream
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,10 @@ __all__ = [
     "ExponentialLR",
     "clip_grad_norm",
     "clip_grad_value",
+    "checkpoint",
+    "training",
+    "fit",
+    "fit_stream",
     "RNN",
     "LSTM",
     "GRU",

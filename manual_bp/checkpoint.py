@@ -12,7 +12,8 @@ What the file holds (``np.savez``, uncompressed; every member a plain numeric ar
     "extra/<key>"             the ndarray values of ``extra`` (its other values live in the JSON)
 
 The JSON names the format and its version, the model's class (looked up in the ``manual_bp`` package at load
-time: MLP, RNN, LSTM, GRU) and its ``config()``, every array's shape, dtype and SHA-256, the optimizer's class,
+time: MLP, RNN, LSTM, GRU) and its ``config()``, every array's shape, dtype and SHA-256, the optimizer's
+class,
 ``config()`` and step count, the schedule's ``state_dict()``, and ``extra``.
 
 A load validates everything before it returns: the format, every array's name, shape, dtype and checksum,
@@ -81,7 +82,9 @@ def _json(name, value) -> str:
     try:
         return json.dumps(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must hold only JSON values (dict, list, str, int, float, bool, None): {exc}") from exc
+        raise TypeError(
+            f"{name} must hold only JSON values (dict, list, str, int, float, bool, None): {exc}"
+        ) from exc
 
 
 def _write_npz(f, arrays: dict) -> None:
@@ -90,7 +93,7 @@ def _write_npz(f, arrays: dict) -> None:
 
 
 def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
-    """Write ``model`` (class, config, params), ``optimizer``, ``scheduler`` and ``extra`` atomically to ``path``.
+    """Write ``model`` (class, config, params), ``optimizer``, ``scheduler`` and ``extra`` atomically.
 
     Parameters
     ----------
@@ -108,7 +111,9 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
     def put(key, arr):
         arr = np.asarray(arr)
         if arr.dtype.kind not in "biuf":
-            raise TypeError(f"{key} must be a numeric array to be saved without pickle; got dtype {arr.dtype}")
+            raise TypeError(
+                f"{key} must be a numeric array to be saved without pickle; got dtype {arr.dtype}"
+            )
         arrays[key] = arr
         described[key] = _describe(arr)
 
@@ -126,11 +131,15 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
     }
     if optimizer is not None:
         if not isinstance(optimizer, optim.Optimizer) or type(optimizer).__name__ not in optim.OPTIMIZERS:
-            raise TypeError(f"optimizer must be one of manual_bp.optim's {sorted(optim.OPTIMIZERS)}; "
-                            f"got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be one of manual_bp.optim's {sorted(optim.OPTIMIZERS)}; "
+                f"got {type(optimizer).__name__}"
+            )
         if optimizer.params is not model.params:
-            raise ValueError("optimizer was built on a different params dict than model.params; save the pair "
-                             "that trains together")
+            raise ValueError(
+                "optimizer was built on a different params dict than model.params; save the pair "
+                "that trains together"
+            )
         sd = optimizer.state_dict()
         for b, bufs in sd["state"].items():
             for k, arr in bufs.items():
@@ -143,8 +152,10 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
         }
     if scheduler is not None:
         if not isinstance(scheduler, optim.LRScheduler) or type(scheduler).__name__ not in optim.SCHEDULERS:
-            raise TypeError(f"scheduler must be one of manual_bp.optim's {sorted(optim.SCHEDULERS)}; "
-                            f"got {type(scheduler).__name__}")
+            raise TypeError(
+                f"scheduler must be one of manual_bp.optim's {sorted(optim.SCHEDULERS)}; "
+                f"got {type(scheduler).__name__}"
+            )
         if optimizer is None or scheduler.optimizer is not optimizer:
             raise ValueError("scheduler must be saved together with the optimizer it schedules")
         meta["scheduler"] = {"class": type(scheduler).__name__, "state": scheduler.state_dict()}
@@ -208,16 +219,22 @@ def _read_all(path: str) -> dict:
                 try:
                     out[key] = z[key]
                 except Exception as exc:
-                    raise ValueError(f"{path}: array {key!r} cannot be read (truncated or corrupted?): {exc}") from exc
+                    raise ValueError(
+                        f"{path}: array {key!r} cannot be read (truncated or corrupted?): {exc}"
+                    ) from exc
             return out
 
 
 def _check_meta(path, arrays) -> dict:
     if "meta" not in arrays:
-        raise ValueError(f"{path} is not a manual-bp checkpoint: it has no 'meta' entry (arrays: {sorted(arrays)})")
+        raise ValueError(
+            f"{path} is not a manual-bp checkpoint: it has no 'meta' entry (arrays: {sorted(arrays)})"
+        )
     raw = arrays["meta"]
     if raw.dtype.kind != "U" or raw.shape != ():
-        raise ValueError(f"{path}: 'meta' must be a 0-d unicode array; got dtype {raw.dtype}, shape {raw.shape}")
+        raise ValueError(
+            f"{path}: 'meta' must be a 0-d unicode array; got dtype {raw.dtype}, shape {raw.shape}"
+        )
     try:
         meta = json.loads(str(raw))
     except json.JSONDecodeError as exc:
@@ -249,7 +266,9 @@ def _check_meta(path, arrays) -> dict:
                 f"got shape {arr.shape}, dtype {arr.dtype.str}"
             )
         if _digest(arr) != d["sha256"]:
-            raise ValueError(f"{path}: {key!r} is corrupted (its SHA-256 does not match the one saved with it)")
+            raise ValueError(
+                f"{path}: {key!r} is corrupted (its SHA-256 does not match the one saved with it)"
+            )
     return meta
 
 
@@ -271,7 +290,7 @@ def _build_model(path, meta, arrays):
         raise ValueError(f"{path}: {name}(**{config}) cannot be built from the saved config: {exc}") from exc
     if model.config() != config:
         raise ValueError(f"{path}: {name} rebuilt from {config} reports config {model.config()}")
-    saved = {k[len("params/"):]: a for k, a in arrays.items() if k.startswith("params/")}
+    saved = {k[len("params/") :]: a for k, a in arrays.items() if k.startswith("params/")}
     if set(saved) != set(model.params):
         raise ValueError(
             f"{path}: {name}({config}) has parameters {sorted(model.params)}; the file has {sorted(saved)}"
@@ -296,7 +315,9 @@ def _build_optimizer(path, meta, arrays, model):
         raise ValueError(f"{path}: metadata 'optimizer' must have class, config, step_count and buffers")
     cls = optim.OPTIMIZERS.get(spec["class"]) if isinstance(spec["class"], str) else None
     if cls is None:
-        raise ValueError(f"{path}: optimizer class must be one of {sorted(optim.OPTIMIZERS)}; got {spec['class']!r}")
+        raise ValueError(
+            f"{path}: optimizer class must be one of {sorted(optim.OPTIMIZERS)}; got {spec['class']!r}"
+        )
     buffers = spec["buffers"]
     if not isinstance(buffers, dict) or not isinstance(spec["config"], dict):
         raise ValueError(f"{path}: optimizer buffers and config must be dicts")
@@ -328,7 +349,9 @@ def _build_scheduler(path, meta, optimizer):
         raise ValueError(f"{path}: metadata 'scheduler' must have class and state")
     cls = optim.SCHEDULERS.get(spec["class"]) if isinstance(spec["class"], str) else None
     if cls is None:
-        raise ValueError(f"{path}: scheduler class must be one of {sorted(optim.SCHEDULERS)}; got {spec['class']!r}")
+        raise ValueError(
+            f"{path}: scheduler class must be one of {sorted(optim.SCHEDULERS)}; got {spec['class']!r}"
+        )
     if optimizer is None:
         raise ValueError(f"{path}: a scheduler was saved without its optimizer")
     try:
@@ -362,7 +385,7 @@ def load(path) -> Checkpoint:
             raise ValueError(f"{path}: extra array {k!r} is listed but missing")
         extra[k] = arrays[f"extra/{k}"]
     stray = sorted(k for k in arrays if k != "meta" and not k.startswith(("params/", "optimizer/", "extra/")))
-    stray += sorted(k for k in arrays if k.startswith("extra/") and k[len("extra/"):] not in names)
+    stray += sorted(k for k in arrays if k.startswith("extra/") and k[len("extra/") :] not in names)
     if stray:
         raise ValueError(f"{path}: unexpected arrays {stray}")
     return Checkpoint(model, opt, sched, extra)

@@ -34,8 +34,8 @@ calls so far):
     (L2)  ExponentialLR:  eta_e = eta_0 gamma^e
 
 Where clipping lives: an optimizer option (``SGD(..., clip_norm=1.0)``, ``clip_value=...``), applied inside
-``step`` to a copy of the gradients, so ``loss_and_grad`` always returns the exact gradient and a checkpoint of
-the optimizer records the clipping with the other hyper-parameters. ``clip_grad_norm`` and
+``step`` to a copy of the gradients, so ``loss_and_grad`` always returns the exact gradient and a checkpoint
+of the optimizer records the clipping with the other hyper-parameters. ``clip_grad_norm`` and
 ``clip_grad_value`` are also public functions with torch's in-place semantics, for loops of your own.
 
 State is explicit: ``opt.step_count`` (t) and ``opt.state`` (``{buffer name: {param name: array}}``, torch's
@@ -80,7 +80,9 @@ def _check_bool(name, value) -> bool:
 
 def _check_norm_type(norm_type) -> float:
     if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
-        raise TypeError(f"norm_type must be a real number or inf; got {type(norm_type).__name__} {norm_type!r}")
+        raise TypeError(
+            f"norm_type must be a real number or inf; got {type(norm_type).__name__} {norm_type!r}"
+        )
     norm_type = float(norm_type)
     if math.isnan(norm_type) or norm_type <= 0:
         raise ValueError(f"norm_type must be > 0 (or inf); got {norm_type}")
@@ -90,7 +92,9 @@ def _check_norm_type(norm_type) -> float:
 def _check_params(params) -> dict:
     """The model's own dict of writable float arrays (kept by reference: updates land in the model)."""
     if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of parameter arrays (e.g. model.params); got {type(params).__name__}")
+        raise TypeError(
+            f"params must be a dict of parameter arrays (e.g. model.params); got {type(params).__name__}"
+        )
     if not params:
         raise ValueError("params must hold at least one parameter array; got an empty dict")
     for k, p in params.items():
@@ -180,8 +184,12 @@ class Optimizer:
     def __init__(self, params, lr, clip_norm=None, clip_value=None, norm_type=2.0):
         self.params = _check_params(params)
         self.lr = lr
-        self.clip_norm = None if clip_norm is None else _check_real("clip_norm", clip_norm, 0.0, open_min=True)
-        self.clip_value = None if clip_value is None else _check_real("clip_value", clip_value, 0.0, open_min=True)
+        self.clip_norm = (
+            None if clip_norm is None else _check_real("clip_norm", clip_norm, 0.0, open_min=True)
+        )
+        self.clip_value = (
+            None if clip_value is None else _check_real("clip_value", clip_value, 0.0, open_min=True)
+        )
         self.norm_type = _check_norm_type(norm_type)
         self.step_count = 0  # t: the number of steps taken
         self.state = {name: {} for name in self.buffer_names}
@@ -215,7 +223,9 @@ class Optimizer:
             raise TypeError(f"grads must be a dict of arrays keyed like params; got {type(grads).__name__}")
         missing = [k for k in self.params if k not in grads]
         if missing:
-            raise ValueError(f"grads must have a key for every parameter {sorted(self.params)}; missing {missing}")
+            raise ValueError(
+                f"grads must have a key for every parameter {sorted(self.params)}; missing {missing}"
+            )
         out = {}
         for k, p in self.params.items():
             if not isinstance(p, np.ndarray) or not p.flags.writeable:
@@ -224,11 +234,15 @@ class Optimizer:
             if g.dtype.kind not in "fiu" or g.dtype == np.bool_:
                 raise TypeError(f"grads[{k!r}] must be a real numeric array; got dtype {g.dtype}")
             if g.shape != p.shape:
-                raise ValueError(f"grads[{k!r}] must have the shape of params[{k!r}], {p.shape}; got {g.shape}")
+                raise ValueError(
+                    f"grads[{k!r}] must have the shape of params[{k!r}], {p.shape}; got {g.shape}"
+                )
             g = g.astype(p.dtype, copy=True)
             if not np.isfinite(g).all():
                 i = tuple(int(j) for j in np.argwhere(~np.isfinite(g))[0])
-                raise ValueError(f"grads[{k!r}] must be finite; got {g[i]} at index {i} (no parameter was changed)")
+                raise ValueError(
+                    f"grads[{k!r}] must be finite; got {g[i]} at index {i} (no parameter was changed)"
+                )
             out[k] = g
         return out
 
@@ -273,7 +287,8 @@ class Optimizer:
         mine = self.config()
         if set(config) != set(mine):
             raise ValueError(
-                f"state_dict['config'] of {type(self).__name__} must have keys {sorted(mine)}; got {sorted(config)}"
+                f"state_dict['config'] of {type(self).__name__} must have keys {sorted(mine)}; "
+                f"got {sorted(config)}"
             )
         fresh = type(self)(self.params, **config)  # validates every hyper-parameter
         step_count = check_int("state_dict['step_count']", state_dict["step_count"], minimum=0)
@@ -291,7 +306,9 @@ class Optimizer:
             bufs = state[b]
             if not isinstance(bufs, dict) or set(bufs) != set(self.params):
                 got = sorted(bufs) if isinstance(bufs, dict) else type(bufs).__name__
-                raise ValueError(f"state_dict['state'][{b!r}] must have keys {sorted(self.params)}; got {got}")
+                raise ValueError(
+                    f"state_dict['state'][{b!r}] must have keys {sorted(self.params)}; got {got}"
+                )
             new_state[b] = {}
             for k, p in self.params.items():
                 arr = bufs[k]
@@ -326,8 +343,18 @@ class SGD(Optimizer):
 
     buffer_names = ("momentum_buffer",)
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 clip_norm=None, clip_value=None, norm_type=2.0):
+    def __init__(
+        self,
+        params,
+        lr,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        clip_norm=None,
+        clip_value=None,
+        norm_type=2.0,
+    ):
         self.momentum = _check_real("momentum", momentum, minimum=0.0)
         self.dampening = _check_real("dampening", dampening, minimum=0.0, maximum=1.0)
         self.weight_decay = _check_real("weight_decay", weight_decay, minimum=0.0)
@@ -381,8 +408,18 @@ class Adam(Optimizer):
     buffer_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 clip_norm=None, clip_value=None, norm_type=2.0):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=False,
+        clip_norm=None,
+        clip_value=None,
+        norm_type=2.0,
+    ):
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
         self.betas = (
@@ -443,8 +480,18 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
-                 clip_norm=None, clip_value=None, norm_type=2.0):
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        amsgrad=False,
+        clip_norm=None,
+        clip_value=None,
+        norm_type=2.0,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, clip_norm, clip_value, norm_type)
 
 
@@ -482,7 +529,7 @@ class LRScheduler:
         return {"config": self.config(), "base_lr": self.base_lr, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state_dict) -> None:
-        """Restore ``base_lr``, ``last_epoch`` and the hyper-parameters (the optimizer's lr is its own state)."""
+        """Restore ``base_lr``, ``last_epoch`` and the hyper-parameters (the optimizer keeps its own lr)."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict; got {type(state_dict).__name__}")
         expected = {"config", "base_lr", "last_epoch"}
@@ -505,7 +552,7 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (L1), as ``torch.optim.lr_scheduler.StepLR``."""
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (L1), as torch's ``StepLR``."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         self.step_size = check_int("step_size", step_size, minimum=1)
@@ -520,7 +567,7 @@ class StepLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
-    """Multiply the learning rate by ``gamma`` every epoch (L2), as ``torch.optim.lr_scheduler.ExponentialLR``."""
+    """Multiply the learning rate by ``gamma`` every epoch (L2), as torch's ``ExponentialLR``."""
 
     def __init__(self, optimizer, gamma):
         self.gamma = _check_real("gamma", gamma, minimum=0.0, open_min=True)

@@ -4,12 +4,12 @@
 update the parameters once per mini-batch with that batch's mean gradient (what ``loss_and_grad`` returns,
 "not after every sample: too unstable"):
 
-    (T1)  pi_e = permutation drawn from default_rng([seed, e])          epoch e = 0, 1, ...: the only randomness
+    (T1)  pi_e = default_rng([seed, e]).permutation(N)      epoch e = 0, 1, ...: the only randomness
     (T2)  for each batch B of pi_e (size batch_size; the last may be smaller):
-              E_B, g_B = loss_and_grad(X[B], Y[B])                      g_B the batch mean gradient
-              optimizer.step(g_B)                                       one update per batch
-    (T3)  loss_e = sum_B |B| E_B / N                                    the epoch's running mean loss
-    (T4)  scheduler.step()                                              once per epoch, after its updates
+              E_B, g_B = loss_and_grad(X[B], Y[B])            g_B the batch mean gradient
+              optimizer.step(g_B)                             one update per batch
+    (T3)  loss_e = sum_B |B| E_B / N                          the epoch's running mean loss
+    (T4)  scheduler.step()                                    once per epoch, after its updates
 
 Samples are rows (axis 0) for the MLP; recurrent models (RNN, LSTM, GRU) are time-major, ``X : (T, N, ...)``,
 ``Y : (T, N[, K])`` and ``mask : (T, N)``, and a batch is a set of sequences (axis 1), each starting from the
@@ -17,11 +17,11 @@ zero state.
 
 ``fit_stream`` trains a recurrent model on one long sequence (text), truncated BPTT as practitioners run it:
 
-    (R1)  the stream of length L is cut into n_streams contiguous pieces of M = floor(L / n_streams) steps, side
-          by side as a batch: ``Xs : (M, n_streams, ...)`` (the remainder is dropped)
+    (R1)  the stream of length L is cut into n_streams contiguous pieces of M = floor(L / n_streams) steps,
+          side by side as a batch: ``Xs : (M, n_streams, ...)`` (the remainder is dropped)
     (R2)  chunk k holds the steps [k T, (k+1) T) (the last chunk may be shorter)
     (R3)  E_k, g_k, s_k = loss_and_grad(X_k, Y_k, h0=s_{k-1}, return_state=True);  s_0 = zeros at each epoch
-    (R4)  optimizer.step(g_k)          s_k is carried into chunk k+1 as an input: no gradient crosses a boundary
+    (R4)  optimizer.step(g_k)          s_k is carried into chunk k+1 as an input: no gradient crosses over
     (R5)  loss_e = sum_k E_k / M       the mean loss per time step (nats per character for a language model)
 
 Determinism: the same seed and data give the same numbers bit for bit on the same machine (no clocks, no
@@ -66,13 +66,19 @@ def _check_bool(name, value) -> bool:
 
 
 def _check_model_and_optimizer(model, optimizer, scheduler):
-    if not isinstance(getattr(model, "params", None), dict) or not callable(getattr(model, "loss_and_grad", None)):
-        raise TypeError(f"model must be a manual_bp model (params and loss_and_grad); got {type(model).__name__}")
+    if not isinstance(getattr(model, "params", None), dict) or not callable(
+        getattr(model, "loss_and_grad", None)
+    ):
+        raise TypeError(
+            f"model must be a manual_bp model (params and loss_and_grad); got {type(model).__name__}"
+        )
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a manual_bp.optim optimizer; got {type(optimizer).__name__}")
     if optimizer.params is not model.params:
-        raise ValueError("optimizer must be built on this model's own params dict (optimizer.params is not "
-                         "model.params), or its updates would not reach the model")
+        raise ValueError(
+            "optimizer must be built on this model's own params dict (optimizer.params is not "
+            "model.params), or its updates would not reach the model"
+        )
     if scheduler is not None:
         if not isinstance(scheduler, LRScheduler):
             raise TypeError(f"scheduler must be a manual_bp.optim schedule; got {type(scheduler).__name__}")
@@ -88,10 +94,14 @@ def _check_epochs(epochs, initial_epoch, history):
     if history is None:
         history = []
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise TypeError(f"history must be a list of dicts (the one fit returned); got {type(history).__name__}")
+        raise TypeError(
+            f"history must be a list of dicts (the one fit returned); got {type(history).__name__}"
+        )
     if len(history) != initial_epoch:
-        raise ValueError(f"history must have one entry per finished epoch, initial_epoch={initial_epoch}; "
-                         f"got {len(history)} entries")
+        raise ValueError(
+            f"history must have one entry per finished epoch, initial_epoch={initial_epoch}; "
+            f"got {len(history)} entries"
+        )
     return epochs, initial_epoch, [dict(h) for h in history]
 
 
@@ -100,7 +110,7 @@ def _take(a, idx, axis):
 
 
 def _accuracy_kind(model, Y):
-    """How to score predictions against ``Y`` ("labels", "onehot", "binary"), or None where it means nothing."""
+    """How to score predictions against ``Y`` ("labels", "onehot", "binary"); None if meaningless."""
     Y = np.asarray(Y)
     if _is_sequence_model(model):
         return "labels" if getattr(model, "loss_name", None) == "cross_entropy" else None
@@ -190,18 +200,26 @@ class Progress:
         self._last = now
         filled = int(self.width * done / max(self.total, 1))
         bar = "#" * filled + "." * (self.width - filled)
-        self.file.write(f"\repoch {self.epoch}/{self.epochs} [{bar}] {done}/{self.total} loss {loss:.4f} "
-                        f"{now - self.t0:.1f}s")
+        self.file.write(
+            f"\repoch {self.epoch}/{self.epochs} [{bar}] {done}/{self.total} loss {loss:.4f} "
+            f"{now - self.t0:.1f}s"
+        )
         self.file.flush()
 
     def end(self, record):
         if not self.enabled:
             return
-        parts = [f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
-                 if k not in ("epoch",) and v is not None]
+        parts = [
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in record.items()
+            if k not in ("epoch",) and v is not None
+        ]
         clear = "\r\033[K" if self.tty else ""
-        self.file.write(f"{clear}epoch {self.epoch}/{self.epochs}: " + ", ".join(parts)
-                        + f" ({time.perf_counter() - self.t0:.1f}s)\n")
+        self.file.write(
+            f"{clear}epoch {self.epoch}/{self.epochs}: "
+            + ", ".join(parts)
+            + f" ({time.perf_counter() - self.t0:.1f}s)\n"
+        )
         self.file.flush()
 
 
@@ -227,9 +245,27 @@ def _finish_epoch(record, model, optimizer, scheduler, history, checkpoint, resu
 
 
 # ---------------------------------------------------------------------------------------------- fit
-def fit(model, optimizer, X, Y, *, epochs, batch_size=32, seed=0, shuffle=True, mask=None, truncate=None,
-        validation=None, scheduler=None, eval_train=False, initial_epoch=0, history=None, checkpoint=None,
-        progress=True, callback=None) -> list:
+def fit(
+    model,
+    optimizer,
+    X,
+    Y,
+    *,
+    epochs,
+    batch_size=32,
+    seed=0,
+    shuffle=True,
+    mask=None,
+    truncate=None,
+    validation=None,
+    scheduler=None,
+    eval_train=False,
+    initial_epoch=0,
+    history=None,
+    checkpoint=None,
+    progress=True,
+    callback=None,
+) -> list:
     """Train ``model`` by mini-batch gradient descent (T1-T4); return the history (one dict per epoch).
 
     Parameters
@@ -297,9 +333,14 @@ def fit(model, optimizer, X, Y, *, epochs, batch_size=32, seed=0, shuffle=True, 
     else:
         model.loss(X, Y)
     if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3) or (len(validation) == 3 and not seq):
-            raise TypeError("validation must be a tuple (X_val, Y_val) or, for recurrent models, "
-                            "(X_val, Y_val, mask_val)")
+        if (
+            not isinstance(validation, (tuple, list))
+            or len(validation) not in (2, 3)
+            or (len(validation) == 3 and not seq)
+        ):
+            raise TypeError(
+                "validation must be a tuple (X_val, Y_val) or, for recurrent models, (X_val, Y_val, mask_val)"
+            )
         validation = tuple(np.asarray(v) if v is not None else None for v in validation)
         evaluate(model, *validation, batch_size=max(batch_size, EVAL_BATCH))
     lg_kw = {"truncate": truncate} if seq else {}
@@ -314,7 +355,7 @@ def fit(model, optimizer, X, Y, *, epochs, batch_size=32, seed=0, shuffle=True, 
         lr = optimizer.lr
         total = 0.0
         for b in range(n_batches):
-            idx = perm[b * batch_size:(b + 1) * batch_size]
+            idx = perm[b * batch_size : (b + 1) * batch_size]
             Xb, Yb = _take(X, idx, axis), _take(Y, idx, axis)
             if seq:
                 E, grads = model.loss_and_grad(Xb, Yb, mask=_take(mask, idx, axis), **lg_kw)  # (T2)
@@ -330,16 +371,18 @@ def fit(model, optimizer, X, Y, *, epochs, batch_size=32, seed=0, shuffle=True, 
         if validation is not None:
             ev = evaluate(model, *validation, batch_size=max(batch_size, EVAL_BATCH))
             record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
-        _finish_epoch(record, model, optimizer, scheduler, history, checkpoint, ("fit", fit_extra), progress,
-                      callback)
+        _finish_epoch(
+            record, model, optimizer, scheduler, history, checkpoint, ("fit", fit_extra), progress, callback
+        )
     return history
 
 
 # ---------------------------------------------------------------------------------------------- fit_stream
 def batchify(stream, n_streams: int) -> np.ndarray:
-    """(R1) Cut a stream ``(L, ...)`` into ``n_streams`` contiguous pieces side by side: ``(M, n_streams, ...)``.
+    """(R1) Cut a stream ``(L, ...)`` into ``n_streams`` pieces side by side: ``(M, n_streams, ...)``.
 
-    Piece j is ``stream[j*M:(j+1)*M]`` with ``M = L // n_streams``; the last ``L % n_streams`` steps are dropped.
+    Piece j is ``stream[j*M:(j+1)*M]`` with ``M = L // n_streams``; the last ``L % n_streams`` steps are
+    dropped.
     """
     stream = np.asarray(stream)
     n_streams = check_int("n_streams", n_streams, minimum=1)
@@ -353,21 +396,21 @@ def batchify(stream, n_streams: int) -> np.ndarray:
 
 
 def _final_state(S):
-    """The last state of ``forward``'s states, in the form ``h0`` accepts ((N, H), or a tuple for the LSTM)."""
+    """The last of ``forward``'s states, in the form ``h0`` accepts ((N, H), or a tuple for the LSTM)."""
     if isinstance(S, tuple):
         return tuple(s[-1].copy() for s in S)
     return S[-1].copy()
 
 
 def evaluate_stream(model, X, Y, chunk_length, n_streams=1) -> dict:
-    """Loss per time step (R5) and accuracy of a recurrent model over a stream, state carried across chunks."""
+    """Loss per step (R5) and accuracy of a recurrent model over a stream, state carried across chunks."""
     chunk_length = check_int("chunk_length", chunk_length, minimum=1)
     Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)
     M = Xs.shape[0]
     total, hits, scored = 0.0, 0, 0
     state = None
     for t0 in range(0, M, chunk_length):
-        Xc, Yc = Xs[t0:t0 + chunk_length], Ys[t0:t0 + chunk_length]
+        Xc, Yc = Xs[t0 : t0 + chunk_length], Ys[t0 : t0 + chunk_length]
         total += model.loss(Xc, Yc, h0=state)
         P, S = model.forward(Xc, h0=state)
         state = _final_state(S)
@@ -378,9 +421,24 @@ def evaluate_stream(model, X, Y, chunk_length, n_streams=1) -> dict:
     return {"loss": total / M, "accuracy": acc}
 
 
-def fit_stream(model, optimizer, X, Y, *, epochs, chunk_length, n_streams=1, truncate=None, validation=None,
-               scheduler=None, initial_epoch=0, history=None, checkpoint=None, progress=True,
-               callback=None) -> list:
+def fit_stream(
+    model,
+    optimizer,
+    X,
+    Y,
+    *,
+    epochs,
+    chunk_length,
+    n_streams=1,
+    truncate=None,
+    validation=None,
+    scheduler=None,
+    initial_epoch=0,
+    history=None,
+    checkpoint=None,
+    progress=True,
+    callback=None,
+) -> list:
     """Train a recurrent model on one long stream by truncated BPTT with carried state (R1-R5).
 
     Parameters
@@ -419,7 +477,9 @@ def fit_stream(model, optimizer, X, Y, *, epochs, chunk_length, n_streams=1, tru
         checkpoint = os.fspath(checkpoint)
     X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim < 1 or Y.ndim < 1 or len(X) != len(Y):
-        raise ValueError(f"X and Y must be streams (L, ...) of the same length L; got X {X.shape}, Y {Y.shape}")
+        raise ValueError(
+            f"X and Y must be streams (L, ...) of the same length L; got X {X.shape}, Y {Y.shape}"
+        )
     Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)  # (R1) (M, n_streams, ...)
     M = Xs.shape[0]
     model.loss(Xs, Ys)  # validate the whole stream through the model's own checks, before any update
@@ -428,8 +488,10 @@ def fit_stream(model, optimizer, X, Y, *, epochs, chunk_length, n_streams=1, tru
             raise TypeError("validation must be a tuple (X_val, Y_val) of streams")
         validation = (np.asarray(validation[0]), np.asarray(validation[1]))
         if len(validation[0]) != len(validation[1]):
-            raise ValueError(f"X_val and Y_val must have the same length; got {len(validation[0])} and "
-                             f"{len(validation[1])}")
+            raise ValueError(
+                f"X_val and Y_val must have the same length; got {len(validation[0])} and "
+                f"{len(validation[1])}"
+            )
         model.loss(batchify(validation[0], n_streams), batchify(validation[1], n_streams))
     fit_extra = {"chunk_length": chunk_length, "n_streams": n_streams, "truncate": truncate}
     n_chunks = -(-M // chunk_length)
@@ -440,9 +502,11 @@ def fit_stream(model, optimizer, X, Y, *, epochs, chunk_length, n_streams=1, tru
         state = None  # (R3) s_0 = zeros
         total = 0.0
         for k in range(n_chunks):
-            Xc = Xs[k * chunk_length:(k + 1) * chunk_length]  # (R2)
-            Yc = Ys[k * chunk_length:(k + 1) * chunk_length]
-            E, grads, state = model.loss_and_grad(Xc, Yc, h0=state, truncate=truncate, return_state=True)  # (R3)
+            Xc = Xs[k * chunk_length : (k + 1) * chunk_length]  # (R2)
+            Yc = Ys[k * chunk_length : (k + 1) * chunk_length]
+            E, grads, state = model.loss_and_grad(
+                Xc, Yc, h0=state, truncate=truncate, return_state=True
+            )  # (R3)
             _step(optimizer, grads, f"epoch {e + 1}, chunk {k + 1}/{n_chunks}")  # (R4)
             total += E
             progress.update(k + 1, total / min((k + 1) * chunk_length, M))
@@ -450,6 +514,15 @@ def fit_stream(model, optimizer, X, Y, *, epochs, chunk_length, n_streams=1, tru
         if validation is not None:
             ev = evaluate_stream(model, *validation, chunk_length=chunk_length, n_streams=n_streams)
             record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
-        _finish_epoch(record, model, optimizer, scheduler, history, checkpoint, ("fit_stream", fit_extra), progress,
-                      callback)
+        _finish_epoch(
+            record,
+            model,
+            optimizer,
+            scheduler,
+            history,
+            checkpoint,
+            ("fit_stream", fit_extra),
+            progress,
+            callback,
+        )
     return history

@@ -1,4 +1,4 @@
-"""manual_bp.checkpoint: round trips, exact resume, atomic writes, no pickle, and clear errors for bad files."""
+"""manual_bp.checkpoint: round trips, exact resume, atomic writes, no pickle, clear errors for bad files."""
 
 from __future__ import annotations
 
@@ -23,8 +23,13 @@ def equal(a, b):
 
 def same_optimizer(a, b):
     sa, sb = a.state_dict(), b.state_dict()
-    return (type(a) is type(b) and sa["config"] == sb["config"] and sa["step_count"] == sb["step_count"]
-            and set(sa["state"]) == set(sb["state"]) and all(equal(sa["state"][k], sb["state"][k]) for k in sa["state"]))
+    return (
+        type(a) is type(b)
+        and sa["config"] == sb["config"]
+        and sa["step_count"] == sb["step_count"]
+        and set(sa["state"]) == set(sb["state"])
+        and all(equal(sa["state"][k], sb["state"][k]) for k in sa["state"])
+    )
 
 
 def data(seed=0, N=40):
@@ -62,7 +67,11 @@ def test_round_trip(tmp_path, dtype, opt_cls):
     assert ck.optimizer.params is ck.model.params
     assert same_optimizer(ck.optimizer, opt)
     assert ck.scheduler.state_dict() == sched.state_dict() and ck.scheduler.optimizer is ck.optimizer
-    assert ck.extra["epoch"] == 2 and ck.extra["note"] == "résumé" and ck.extra["nested"] == {"a": [1, 2.5, None]}
+    assert (
+        ck.extra["epoch"] == 2
+        and ck.extra["note"] == "résumé"
+        and ck.extra["nested"] == {"a": [1, 2.5, None]}
+    )
     assert np.array_equal(ck.extra["counts"], np.arange(3))
     with np.load(path, allow_pickle=False) as z:  # a plain npz anyone can read
         assert np.array_equal(z["params/W1"], net.params["W1"])
@@ -72,7 +81,12 @@ def test_model_alone_and_every_recurrent_class(tmp_path):
     net = MLP([3, 2], "identity", "identity", "squared_error", seed=None)
     checkpoint.save(tmp_path / "m.npz", net)
     ck = checkpoint.load(tmp_path / "m.npz")
-    assert ck.optimizer is None and ck.scheduler is None and ck.extra == {} and equal(ck.model.params, net.params)
+    assert (
+        ck.optimizer is None
+        and ck.scheduler is None
+        and ck.extra == {}
+        and equal(ck.model.params, net.params)
+    )
     for name in ("RNN", "LSTM", "GRU"):
         if not hasattr(manual_bp, name):
             continue
@@ -80,14 +94,16 @@ def test_model_alone_and_every_recurrent_class(tmp_path):
         opt = Adam(m.params, lr=0.01)
         checkpoint.save(tmp_path / f"{name}.npz", m, opt)
         ck = checkpoint.load(tmp_path / f"{name}.npz")
-        assert type(ck.model) is type(m) and ck.model.config() == m.config() and equal(ck.model.params, m.params)
+        assert (
+            type(ck.model) is type(m) and ck.model.config() == m.config() and equal(ck.model.params, m.params)
+        )
         assert same_optimizer(ck.optimizer, opt)
 
 
 # ---------------------------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_resume_continues_exactly(tmp_path, dtype):
-    """2 epochs straight == 1 epoch, save, load into fresh objects, 1 more epoch: equal bits, not close ones."""
+    """3 epochs straight == 1 epoch, save, load into fresh objects, 2 more epochs: equal bits, not close."""
     X, y = data(N=37)
     Xv, yv = data(seed=1, N=10)
 
@@ -107,8 +123,17 @@ def test_resume_continues_exactly(tmp_path, dtype):
     ck = checkpoint.load(path)
     resume = ck.extra["fit"]
     assert resume["initial_epoch"] == 1 and resume["seed"] == 11
-    resumed = fit(ck.model, ck.optimizer, X, y, epochs=3, scheduler=ck.scheduler, validation=(Xv, yv),
-                  progress=False, **resume)
+    resumed = fit(
+        ck.model,
+        ck.optimizer,
+        X,
+        y,
+        epochs=3,
+        scheduler=ck.scheduler,
+        validation=(Xv, yv),
+        progress=False,
+        **resume,
+    )
     assert equal(ck.model.params, net.params)
     assert same_optimizer(ck.optimizer, opt)
     assert ck.scheduler.state_dict() == sched.state_dict()
@@ -130,7 +155,9 @@ def test_stream_resume_continues_exactly(tmp_path):
     m1, opt1 = fresh()
     fit_stream(m1, opt1, text[:-1], text[1:], epochs=1, checkpoint=tmp_path / "lm.npz", **kw)
     ck = checkpoint.load(tmp_path / "lm.npz")
-    resumed = fit_stream(ck.model, ck.optimizer, text[:-1], text[1:], epochs=2, progress=False, **ck.extra["fit_stream"])
+    resumed = fit_stream(
+        ck.model, ck.optimizer, text[:-1], text[1:], epochs=2, progress=False, **ck.extra["fit_stream"]
+    )
     assert equal(ck.model.params, m.params) and same_optimizer(ck.optimizer, opt) and resumed == straight
 
 
@@ -213,6 +240,7 @@ def test_corrupted_bytes_never_load_silently(saved):
 
 def test_corrupted_array_bytes_caught_by_checksum(saved):
     """A consistent npz (valid zip CRCs) whose array no longer matches the SHA-256 saved with it."""
+
     def flip(arrays, meta):
         arrays["params/W1"] = arrays["params/W1"].copy()
         arrays["params/W1"][0, 0] += 1e-9
@@ -227,6 +255,7 @@ def _set(path, value):
         for k in path[:-1]:
             node = node[k]
         node[path[-1]] = value
+
     return change
 
 
@@ -258,26 +287,44 @@ def _wrong_buffer(arrays, meta):
     meta["arrays"]["optimizer/exp_avg/W1"] = checkpoint._describe(arrays["optimizer/exp_avg/W1"])
 
 
-@pytest.mark.parametrize("change, message", [
-    (_set(["model", "config", "sizes"], [4, 7, 3]), r"params/W1 must have shape \(7, 4\) and dtype float64"),
-    (_set(["model", "config", "hidden_activation"], "swish"), r"cannot be built from the saved config: "
-                                                              r"hidden_activation must be one of"),
-    (_set(["model", "config", "depth"], 3), "cannot be built from the saved config"),
-    (_set(["model", "class"], "Sequential"), "model class 'Sequential' is not a manual_bp model"),
-    (_set(["model", "class"], "compare_grads"), "model class 'compare_grads' is not a manual_bp model"),
-    (_set(["format"], "something-else"), "format must be 'manual-bp-checkpoint'; got 'something-else'"),
-    (_set(["version"], 99), "checkpoint version must be 1; got 99"),
-    (_set(["optimizer", "class"], "LBFGS"), "optimizer class must be one of"),
-    (_set(["optimizer", "config", "lr"], -1.0), "lr must be >= 0.0; got -1.0"),
-    (_set(["optimizer", "step_count"], -2), "step_count'] must be >= 0; got -2"),
-    (_set(["scheduler", "state", "last_epoch"], "x"), "last_epoch'] must be an integer"),
-    (_drop_param, re.escape("has parameters ['W1', 'W2', 'b1', 'b2']; the file has ['W1', 'W2', 'b1']")),
-    (_wrong_shape, r"params/W2 must have shape \(3, 6\) and dtype float64 .*; got shape \(3, 7\)"),
-    (_wrong_dtype, r"params/W2 must have shape \(3, 6\) and dtype float64 .*; got shape \(3, 6\), dtype float32"),
-    (_stray_array, re.escape("the file has ['W1', 'W2', 'W9', 'b1', 'b2']")),
-    (_unlisted_array, re.escape("arrays do not match the metadata; missing [], unexpected ['params/W9']")),
-    (_wrong_buffer, re.escape("must have shape (6, 4) and dtype float64 like params['W1']; got shape (6, 3)")),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            _set(["model", "config", "sizes"], [4, 7, 3]),
+            r"params/W1 must have shape \(7, 4\) and dtype float64",
+        ),
+        (
+            _set(["model", "config", "hidden_activation"], "swish"),
+            r"cannot be built from the saved config: "
+            r"hidden_activation must be one of",
+        ),
+        (_set(["model", "config", "depth"], 3), "cannot be built from the saved config"),
+        (_set(["model", "class"], "Sequential"), "model class 'Sequential' is not a manual_bp model"),
+        (_set(["model", "class"], "compare_grads"), "model class 'compare_grads' is not a manual_bp model"),
+        (_set(["format"], "something-else"), "format must be 'manual-bp-checkpoint'; got 'something-else'"),
+        (_set(["version"], 99), "checkpoint version must be 1; got 99"),
+        (_set(["optimizer", "class"], "LBFGS"), "optimizer class must be one of"),
+        (_set(["optimizer", "config", "lr"], -1.0), "lr must be >= 0.0; got -1.0"),
+        (_set(["optimizer", "step_count"], -2), "step_count'] must be >= 0; got -2"),
+        (_set(["scheduler", "state", "last_epoch"], "x"), "last_epoch'] must be an integer"),
+        (_drop_param, re.escape("has parameters ['W1', 'W2', 'b1', 'b2']; the file has ['W1', 'W2', 'b1']")),
+        (_wrong_shape, r"params/W2 must have shape \(3, 6\) and dtype float64 .*; got shape \(3, 7\)"),
+        (
+            _wrong_dtype,
+            r"params/W2 must have shape \(3, 6\) and dtype float64 .*; got shape \(3, 6\), dtype float32",
+        ),
+        (_stray_array, re.escape("the file has ['W1', 'W2', 'W9', 'b1', 'b2']")),
+        (
+            _unlisted_array,
+            re.escape("arrays do not match the metadata; missing [], unexpected ['params/W9']"),
+        ),
+        (
+            _wrong_buffer,
+            re.escape("must have shape (6, 4) and dtype float64 like params['W1']; got shape (6, 3)"),
+        ),
+    ],
+)
 def test_mismatched_contents_give_clear_errors(saved, change, message):
     with pytest.raises(ValueError, match=message):
         checkpoint.load(rewrite(saved, change))
@@ -324,7 +371,9 @@ def test_pickle_is_never_used(saved):
         checkpoint.load(rewrite(saved, smuggle))
     assert not _Tripwire.fired
     net = MLP([2, 1], "identity", "identity", "squared_error", seed=0)
-    with pytest.raises(TypeError, match="must be a numeric array to be saved without pickle; got dtype object"):
+    with pytest.raises(
+        TypeError, match="must be a numeric array to be saved without pickle; got dtype object"
+    ):
         checkpoint.save(saved, net, extra={"payload": np.array([_Tripwire()], dtype=object)})
     with pytest.raises(TypeError, match=r"extra\['obj'\] must hold only JSON values"):
         checkpoint.save(saved, net, extra={"obj": _Tripwire()})

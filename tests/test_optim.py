@@ -35,7 +35,10 @@ def make_params(rng, dtype=np.float64):
 
 def make_grads(rng, K, scale):
     """K steps of gradients with non-zero entries of varying size (``scale`` sets whether clipping bites)."""
-    return [{k: rng.standard_normal(s) * scale * rng.uniform(0.2, 2.0) for k, s in SHAPES.items()} for _ in range(K)]
+    return [
+        {k: rng.standard_normal(s) * scale * rng.uniform(0.2, 2.0) for k, s in SHAPES.items()}
+        for _ in range(K)
+    ]
 
 
 def assert_close(ours: dict, ref: dict, tol, what):
@@ -73,8 +76,9 @@ def run_both(kind, hyper, params0, grads_seq, clip=None, schedule=None, dtype=np
         for k, p in tparams.items():
             p.grad = torch.tensor(g[k], dtype=torch.float64)
         if clip and "clip_norm" in clip:
-            torch.nn.utils.clip_grad_norm_(list(tparams.values()), clip["clip_norm"], clip.get("norm_type", 2.0),
-                                           foreach=False)
+            torch.nn.utils.clip_grad_norm_(
+                list(tparams.values()), clip["clip_norm"], clip.get("norm_type", 2.0), foreach=False
+            )
         if clip and "clip_value" in clip:
             torch.nn.utils.clip_grad_value_(list(tparams.values()), clip["clip_value"], foreach=False)
         topt.step()
@@ -104,7 +108,9 @@ def sgd_hyper(draw):
     lr = draw(st.floats(1e-3, 1.0), label="lr")
     momentum = draw(st.sampled_from([0.0, 0.5, 0.9]) | st.floats(0.0, 0.99), label="momentum")
     nesterov = momentum > 0 and draw(st.booleans(), label="nesterov")
-    dampening = 0.0 if nesterov else draw(st.sampled_from([0.0, 0.1]) | st.floats(0.0, 1.0), label="dampening")
+    dampening = (
+        0.0 if nesterov else draw(st.sampled_from([0.0, 0.1]) | st.floats(0.0, 1.0), label="dampening")
+    )
     weight_decay = draw(st.sampled_from([0.0, 1e-2]) | st.floats(0.0, 0.5), label="weight_decay")
     return dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
 
@@ -137,24 +143,57 @@ case = dict(K=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), scale=st.sample
 
 # ---------------------------------------------------------------------------------------------- trajectories
 @given(hyper=sgd_hyper(), clip=clip_options(), **case)
-@example(hyper=dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), clip={}, K=3, seed=0,
-         scale=1.0)  # the seed's plain SGD
-@example(hyper=dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1, nesterov=False), clip={}, K=5, seed=1,
-         scale=1.0)  # dampening skips the first step (b_1 = g)
-@example(hyper=dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True), clip={}, K=5, seed=2,
-         scale=1.0)
+@example(
+    hyper=dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False),
+    clip={},
+    K=3,
+    seed=0,
+    scale=1.0,
+)  # the seed's plain SGD
+@example(
+    hyper=dict(lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.1, nesterov=False),
+    clip={},
+    K=5,
+    seed=1,
+    scale=1.0,
+)  # dampening skips the first step (b_1 = g)
+@example(
+    hyper=dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True),
+    clip={},
+    K=5,
+    seed=2,
+    scale=1.0,
+)
 def test_sgd_equals_torch(hyper, clip, K, seed, scale):
     rng = np.random.default_rng(seed)
     run_both("SGD", hyper, make_params(rng), make_grads(rng, K, scale), clip=clip)
 
 
 @given(hyper=adam_hyper(), clip=clip_options(), decoupled=st.booleans(), **case)
-@example(hyper=dict(lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, amsgrad=False), clip={},
-         decoupled=False, K=8, seed=0, scale=1.0)
-@example(hyper=dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, amsgrad=True), clip={},
-         decoupled=False, K=8, seed=3, scale=1.0)
-@example(hyper=dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, amsgrad=False), clip={},
-         decoupled=True, K=8, seed=4, scale=1.0)
+@example(
+    hyper=dict(lr=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, amsgrad=False),
+    clip={},
+    decoupled=False,
+    K=8,
+    seed=0,
+    scale=1.0,
+)
+@example(
+    hyper=dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, amsgrad=True),
+    clip={},
+    decoupled=False,
+    K=8,
+    seed=3,
+    scale=1.0,
+)
+@example(
+    hyper=dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, amsgrad=False),
+    clip={},
+    decoupled=True,
+    K=8,
+    seed=4,
+    scale=1.0,
+)
 def test_adam_equals_torch(hyper, clip, decoupled, K, seed, scale):
     rng = np.random.default_rng(seed)
     run_both("AdamW" if decoupled else "Adam", hyper, make_params(rng), make_grads(rng, K, scale), clip=clip)
@@ -162,7 +201,9 @@ def test_adam_equals_torch(hyper, clip, decoupled, K, seed, scale):
 
 @given(
     schedule=st.one_of(
-        st.builds(lambda s, g: ("StepLR", dict(step_size=s, gamma=g)), st.integers(1, 4), st.floats(0.05, 1.0)),
+        st.builds(
+            lambda s, g: ("StepLR", dict(step_size=s, gamma=g)), st.integers(1, 4), st.floats(0.05, 1.0)
+        ),
         st.builds(lambda g: ("ExponentialLR", dict(gamma=g)), st.floats(0.5, 1.0)),
     ),
     kind=st.sampled_from(["SGD", "Adam"]),
@@ -176,14 +217,18 @@ def test_schedules_equal_torch(schedule, kind, seed):
     run_both(kind, hyper, make_params(rng), make_grads(rng, 8, 1.0), schedule=schedule)
 
 
-@pytest.mark.parametrize("kind, hyper", [
-    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)),
-    ("Adam", dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
-])
+@pytest.mark.parametrize(
+    "kind, hyper",
+    [
+        ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+        ("Adam", dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
+    ],
+)
 def test_float32_params_stay_float32_and_track_torch(kind, hyper):
     rng = np.random.default_rng(7)
-    run_both(kind, hyper, make_params(rng), make_grads(rng, 8, 1.0), dtype=np.float32,
-             clip=dict(clip_norm=1.0))
+    run_both(
+        kind, hyper, make_params(rng), make_grads(rng, 8, 1.0), dtype=np.float32, clip=dict(clip_norm=1.0)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- clipping
@@ -252,12 +297,15 @@ def test_step_clips_a_copy_and_ignores_extra_keys():
 
 
 # ---------------------------------------------------------------------------------------------- state
-@pytest.mark.parametrize("kind, hyper", [
-    ("SGD", dict(lr=0.1)),
-    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3)),
-    ("Adam", dict(lr=1e-2, amsgrad=True, clip_norm=1.0)),
-    ("AdamW", dict(lr=1e-2)),
-])
+@pytest.mark.parametrize(
+    "kind, hyper",
+    [
+        ("SGD", dict(lr=0.1)),
+        ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3)),
+        ("Adam", dict(lr=1e-2, amsgrad=True, clip_norm=1.0)),
+        ("AdamW", dict(lr=1e-2)),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_state_dict_round_trip_continues_exactly(kind, hyper, dtype):
     rng = np.random.default_rng(2)
@@ -317,33 +365,58 @@ def test_load_state_dict_rejects_mismatch_and_changes_nothing():
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("make, exc, message", [
-    (lambda p: optim.SGD(p, lr=-0.1), ValueError, "lr must be >= 0.0; got -0.1"),
-    (lambda p: optim.SGD(p, lr=float("nan")), ValueError, "lr must be finite; got nan"),
-    (lambda p: optim.SGD(p, lr="0.1"), TypeError, "lr must be a real number; got str '0.1'"),
-    (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), ValueError, "momentum must be >= 0.0; got -0.5"),
-    (lambda p: optim.SGD(p, lr=0.1, dampening=1.5), ValueError, "dampening must be <= 1.0; got 1.5"),
-    (lambda p: optim.SGD(p, lr=0.1, weight_decay=-1), ValueError, "weight_decay must be >= 0.0; got -1.0"),
-    (lambda p: optim.SGD(p, lr=0.1, nesterov=True), ValueError, "nesterov=True needs momentum > 0"),
-    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError,
-     "dampening == 0; got momentum=0.9, dampening=0.1"),
-    (lambda p: optim.SGD(p, lr=0.1, nesterov=1), TypeError, "nesterov must be True or False; got int 1"),
-    (lambda p: optim.SGD(p, lr=0.1, clip_norm=0), ValueError, "clip_norm must be > 0.0; got 0.0"),
-    (lambda p: optim.SGD(p, lr=0.1, clip_value=-1), ValueError, "clip_value must be > 0.0; got -1.0"),
-    (lambda p: optim.SGD(p, lr=0.1, norm_type=0), ValueError, "norm_type must be > 0"),
-    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be < 1.0; got 1.0"),
-    (lambda p: optim.Adam(p, betas=(-0.1, 0.9)), ValueError, r"betas\[0\] must be >= 0.0; got -0.1"),
-    (lambda p: optim.Adam(p, betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\); got 0.9"),
-    (lambda p: optim.Adam(p, eps=-1e-8), ValueError, "eps must be >= 0.0; got -1e-08"),
-    (lambda p: optim.Adam(p, amsgrad="yes"), TypeError, "amsgrad must be True or False"),
-    (lambda p: optim.SGD([1, 2], lr=0.1), TypeError, "params must be a dict of parameter arrays"),
-    (lambda p: optim.SGD({}, lr=0.1), ValueError, "at least one parameter array"),
-    (lambda p: optim.SGD({"W": np.zeros(3, dtype=int)}, lr=0.1), TypeError, r"params\['W'\] must be a float32"),
-    (lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=0), ValueError, "step_size must be >= 1; got 0"),
-    (lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=2, gamma=-0.5), ValueError,
-     "gamma must be > 0.0; got -0.5"),
-    (lambda p: optim.ExponentialLR("opt", gamma=0.5), TypeError, "optimizer must be a manual_bp.optim optimizer"),
-])
+@pytest.mark.parametrize(
+    "make, exc, message",
+    [
+        (lambda p: optim.SGD(p, lr=-0.1), ValueError, "lr must be >= 0.0; got -0.1"),
+        (lambda p: optim.SGD(p, lr=float("nan")), ValueError, "lr must be finite; got nan"),
+        (lambda p: optim.SGD(p, lr="0.1"), TypeError, "lr must be a real number; got str '0.1'"),
+        (lambda p: optim.SGD(p, lr=0.1, momentum=-0.5), ValueError, "momentum must be >= 0.0; got -0.5"),
+        (lambda p: optim.SGD(p, lr=0.1, dampening=1.5), ValueError, "dampening must be <= 1.0; got 1.5"),
+        (
+            lambda p: optim.SGD(p, lr=0.1, weight_decay=-1),
+            ValueError,
+            "weight_decay must be >= 0.0; got -1.0",
+        ),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=True), ValueError, "nesterov=True needs momentum > 0"),
+        (
+            lambda p: optim.SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+            ValueError,
+            "dampening == 0; got momentum=0.9, dampening=0.1",
+        ),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=1), TypeError, "nesterov must be True or False; got int 1"),
+        (lambda p: optim.SGD(p, lr=0.1, clip_norm=0), ValueError, "clip_norm must be > 0.0; got 0.0"),
+        (lambda p: optim.SGD(p, lr=0.1, clip_value=-1), ValueError, "clip_value must be > 0.0; got -1.0"),
+        (lambda p: optim.SGD(p, lr=0.1, norm_type=0), ValueError, "norm_type must be > 0"),
+        (lambda p: optim.Adam(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be < 1.0; got 1.0"),
+        (lambda p: optim.Adam(p, betas=(-0.1, 0.9)), ValueError, r"betas\[0\] must be >= 0.0; got -0.1"),
+        (lambda p: optim.Adam(p, betas=0.9), TypeError, r"betas must be a pair \(beta1, beta2\); got 0.9"),
+        (lambda p: optim.Adam(p, eps=-1e-8), ValueError, "eps must be >= 0.0; got -1e-08"),
+        (lambda p: optim.Adam(p, amsgrad="yes"), TypeError, "amsgrad must be True or False"),
+        (lambda p: optim.SGD([1, 2], lr=0.1), TypeError, "params must be a dict of parameter arrays"),
+        (lambda p: optim.SGD({}, lr=0.1), ValueError, "at least one parameter array"),
+        (
+            lambda p: optim.SGD({"W": np.zeros(3, dtype=int)}, lr=0.1),
+            TypeError,
+            r"params\['W'\] must be a float32",
+        ),
+        (
+            lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=0),
+            ValueError,
+            "step_size must be >= 1; got 0",
+        ),
+        (
+            lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=2, gamma=-0.5),
+            ValueError,
+            "gamma must be > 0.0; got -0.5",
+        ),
+        (
+            lambda p: optim.ExponentialLR("opt", gamma=0.5),
+            TypeError,
+            "optimizer must be a manual_bp.optim optimizer",
+        ),
+    ],
+)
 def test_bad_hyper_parameters(make, exc, message):
     params = make_params(np.random.default_rng(0))
     with pytest.raises(exc, match=message):
@@ -362,7 +435,9 @@ def test_bad_gradients_change_nothing():
     with pytest.raises(ValueError, match=re.escape("missing ['b2']")):
         opt.step(missing)
     wrong = dict(good, W2=np.zeros((3, 2)))
-    with pytest.raises(ValueError, match=re.escape("grads['W2'] must have the shape of params['W2'], (2, 3); got (3, 2)")):
+    with pytest.raises(
+        ValueError, match=re.escape("grads['W2'] must have the shape of params['W2'], (2, 3); got (3, 2)")
+    ):
         opt.step(wrong)
     nan = dict(good, b1=np.array([0.0, np.inf, 0.0]))
     with pytest.raises(ValueError, match=re.escape("grads['b1'] must be finite; got inf at index (1,)")):
@@ -374,4 +449,6 @@ def test_bad_gradients_change_nothing():
     assert all(np.array_equal(params[k], p0[k]) for k in params)
     s1 = opt.state_dict()
     assert s1["step_count"] == s0["step_count"] and s1["config"] == s0["config"]
-    assert all(np.array_equal(s1["state"]["momentum_buffer"][k], s0["state"]["momentum_buffer"][k]) for k in params)
+    assert all(
+        np.array_equal(s1["state"]["momentum_buffer"][k], s0["state"]["momentum_buffer"][k]) for k in params
+    )

@@ -67,7 +67,9 @@ def test_same_seed_same_bits_other_seed_other_bits(dtype):
     def run(seed):
         net = MLP([3, 5, 3], "relu", "softmax", "cross_entropy", dtype=dtype, seed=1)
         opt = Adam(net.params, lr=0.01)
-        h = fit(net, opt, X, y, epochs=3, batch_size=7, seed=seed, validation=(X[:10], y[:10]), progress=False)
+        h = fit(
+            net, opt, X, y, epochs=3, batch_size=7, seed=seed, validation=(X[:10], y[:10]), progress=False
+        )
         return net, opt, h
 
     a, oa, ha = run(5)
@@ -80,7 +82,7 @@ def test_same_seed_same_bits_other_seed_other_bits(dtype):
 
 
 def test_fit_is_the_documented_loop():
-    """(T1-T4) by hand: the permutation from default_rng([seed, e]), batch mean gradients, one step per batch."""
+    """(T1-T4) by hand: permutation from default_rng([seed, e]), batch-mean gradients, one step per batch."""
     X, y = _blobs(N=23)
     seed, bs, epochs = 3, 5, 3
     net = MLP([3, 4, 3], "tanh", "softmax", "cross_entropy", seed=2)
@@ -92,7 +94,7 @@ def test_fit_is_the_documented_loop():
         perm = np.random.default_rng([seed, e]).permutation(len(X))
         lr, total = ref_opt.lr, 0.0
         for start in range(0, len(X), bs):
-            idx = perm[start:start + bs]
+            idx = perm[start : start + bs]
             E, g = ref.loss_and_grad(X[idx], y[idx])
             ref_opt.step(g)
             total += len(idx) * E
@@ -112,7 +114,9 @@ def test_metrics_where_they_mean_something():
     reg = MLP([3, 4, 2], "tanh", "identity", "squared_error", seed=0)
     Yr = np.random.default_rng(0).standard_normal((30, 2))
     assert accuracy(reg, X, Yr) is None
-    h = fit(reg, SGD(reg.params, lr=0.1), X, Yr, epochs=1, validation=(X, Yr), eval_train=True, progress=False)
+    h = fit(
+        reg, SGD(reg.params, lr=0.1), X, Yr, epochs=1, validation=(X, Yr), eval_train=True, progress=False
+    )
     assert h[0]["val_accuracy"] is None and h[0]["train_accuracy"] is None
     ev = evaluate(reg, X, Yr, batch_size=7)
     assert_scalar_close(ev["loss"], reg.loss(X, Yr), 1e-14, "evaluate in batches vs one pass")
@@ -155,7 +159,11 @@ def test_bad_arguments_raise_before_any_update():
         (dict(validation=(XOR_X[:, :1], XOR_Y)), ValueError, r"X must have shape \(N, n0=2\)"),
         (dict(validation=XOR_X), TypeError, r"validation must be a tuple \(X_val, Y_val\)"),
         (dict(progress="yes"), TypeError, "progress must be True or False"),
-        (dict(scheduler=StepLR(SGD(other.params, lr=0.1), 1)), ValueError, "scheduler must schedule the optimizer"),
+        (
+            dict(scheduler=StepLR(SGD(other.params, lr=0.1), 1)),
+            ValueError,
+            "scheduler must schedule the optimizer",
+        ),
         (dict(callback=3), TypeError, "callback must be callable"),
     ]
     for change, exc, message in cases:
@@ -216,14 +224,16 @@ def torch_stream(model, stream_X, stream_Y, epochs, chunk_length, n_streams, opt
         state = (h, h.clone()) if kind == "LSTM" else h
         total = 0.0
         for a in range(0, M, chunk_length):
-            x, y = x_all[a:a + chunk_length], y_all[a:a + chunk_length]
+            x, y = x_all[a : a + chunk_length], y_all[a : a + chunk_length]
             out, state = core(x, state)
             q = head(out)
             loss = F.cross_entropy(q.reshape(-1, q.shape[-1]), y.reshape(-1), reduction="sum") / N
             topt.zero_grad()
             loss.backward()
             topt.step()
-            state = tuple(s.detach() for s in state) if kind == "LSTM" else state.detach()  # no gradient across
+            state = (
+                tuple(s.detach() for s in state) if kind == "LSTM" else state.detach()
+            )  # no gradient across
             total += loss.item()
         losses.append(total / M)
     return {k: v.detach().numpy().copy() for k, v in tp.items()}, losses
@@ -240,7 +250,9 @@ def test_stream_training_equals_torch(kind, opt_kind, hyper):
     ref_params, ref_losses = torch_stream(model, X, Y, 2, 6, 3, opt_kind, hyper)
     opt = getattr(manual_bp.optim, opt_kind)(model.params, **hyper)
     history = fit_stream(model, opt, X, Y, epochs=2, chunk_length=6, n_streams=3, progress=False)
-    assert_grads_close(model.params, ref_params, tol_torch(np.float64), FLOOR, what=f"{kind} params after training: ")
+    assert_grads_close(
+        model.params, ref_params, tol_torch(np.float64), FLOOR, what=f"{kind} params after training: "
+    )
     for e, (h, ref) in enumerate(zip(history, ref_losses)):
         assert_scalar_close(h["loss"], ref, tol_torch(np.float64), f"{kind} epoch {e + 1} loss per step")
     assert opt.step_count == 2 * 4
@@ -256,7 +268,7 @@ def test_carrying_the_state_matters():
     opt = SGD(b.params, lr=0.5)
     X, Y = text[:-1], text[1:]
     for t0 in range(0, 39, 4):  # the same chunks, each from the zero state
-        _, g = b.loss_and_grad(X[t0:t0 + 4, None], Y[t0:t0 + 4, None])
+        _, g = b.loss_and_grad(X[t0 : t0 + 4, None], Y[t0 : t0 + 4, None])
         opt.step(g)
     assert not equal(a.params, b.params)
 
@@ -268,8 +280,17 @@ def test_stream_validation_and_determinism():
     runs = []
     for _ in range(2):
         m = _make("RNN")
-        h = fit_stream(m, Adam(m.params, lr=0.05), text[:50], text[1:51], epochs=3, chunk_length=5, n_streams=2,
-                       validation=(text[50:-1], text[51:]), progress=False)
+        h = fit_stream(
+            m,
+            Adam(m.params, lr=0.05),
+            text[:50],
+            text[1:51],
+            epochs=3,
+            chunk_length=5,
+            n_streams=2,
+            validation=(text[50:-1], text[51:]),
+            progress=False,
+        )
         runs.append((m, h))
     assert equal(runs[0][0].params, runs[1][0].params) and runs[0][1] == runs[1][1]
     h = runs[0][1]
@@ -282,21 +303,23 @@ def test_stream_validation_and_determinism():
 @needs_rnn
 @pytest.mark.parametrize("kind", RECURRENT)
 def test_fit_on_sequences_is_the_documented_loop(kind):
-    """Recurrent fit: sequences along axis 1, shuffled by default_rng([seed, e]), masks follow their sequences."""
+    """Recurrent fit: sequences on axis 1, shuffled with default_rng([seed, e]); masks go with them."""
     rng = np.random.default_rng(4)
     T, N, D, K = 5, 9, 3, 2
     X = rng.standard_normal((T, N, D))
     Y = rng.standard_normal((T, N, K))
     mask = np.zeros((T, N), bool)
     mask[-1] = True  # the last step only, as in the adding problem
-    make = lambda: getattr(manual_bp, kind)(D, 4, K, loss="squared_error", seed=0)  # noqa: E731
+    make = lambda: getattr(manual_bp, kind)(D, 4, K, loss="squared_error", seed=0)
     net, ref = make(), make()
     opt, ref_opt = SGD(net.params, lr=0.2, momentum=0.9), SGD(ref.params, lr=0.2, momentum=0.9)
-    h = fit(net, opt, X, Y, mask=mask, epochs=2, batch_size=4, seed=1, validation=(X, Y, mask), progress=False)
+    h = fit(
+        net, opt, X, Y, mask=mask, epochs=2, batch_size=4, seed=1, validation=(X, Y, mask), progress=False
+    )
     for e in range(2):
         perm = np.random.default_rng([1, e]).permutation(N)
         for s in range(0, N, 4):
-            idx = perm[s:s + 4]
+            idx = perm[s : s + 4]
             _, g = ref.loss_and_grad(X[:, idx], Y[:, idx], mask=mask[:, idx])
             ref_opt.step(g)
     assert equal(net.params, ref.params)
