@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._check_recurrent import gru_cases, lstm_cases, rnn_cases
 from .gradcheck import compare_grads, numerical_grad
 from .mlp import MLP
 
@@ -132,7 +133,7 @@ def logreg_cases(rng, n):
 
 
 #: table order; later issues add the recurrent families
-FAMILIES = {"mlp": mlp_cases, "logreg": logreg_cases}
+FAMILIES = {"mlp": mlp_cases, "logreg": logreg_cases, "rnn": rnn_cases, "lstm": lstm_cases, "gru": gru_cases}
 
 
 def _load_reference():
