@@ -35,7 +35,7 @@ class Settings:
     quick: bool = False
 
     @classmethod
-    def make(cls, quick: bool) -> "Settings":
+    def make(cls, quick: bool) -> Settings:
         if quick:
             return cls(rounds=3, warmup_s=0.01, block_s=0.002, gap_s=0.1, quick=True)
         return cls()

@@ -20,8 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import machine, report  # noqa: E402
-from benchmarks.harness import ROOT, Settings, WorkerPair  # noqa: E402
+from benchmarks import machine, report
+from benchmarks.harness import ROOT, Settings, WorkerPair
 
 SUITES = ("mlp", "rnn", "gru", "lstm", "jvp", "memory", "scaling")
 TRAINING = ("mlp", "rnn", "gru", "lstm")

@@ -11,12 +11,11 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 
 from .cases import available, case_name, check_equal_work, make_data, make_model, mlp_flops, recurrent_flops
-from .harness import ROOT, OneThread, compare_fns, compare_1thread, gemm_fn, time_block, warm_up
+from .harness import ROOT, OneThread, compare_1thread, compare_fns, gemm_fn, time_block, warm_up
 
 # ---------------------------------------------------------------------------------------------- cases
 MLP_CASES = [
@@ -147,12 +146,18 @@ def run_jvp(st, log=print) -> list:
                 float(np.abs(g_fwd[k] - g_rev[k]).max() / max(np.abs(g_rev[k]).max(), 1e-300)) for k in g_rev
                 if k in model.params
             )
-            rev_inner = warm_up(lambda: model.loss_and_grad(X, Y), st.warmup_s, st.block_s)
+            def reverse(model=model, X=X, Y=Y):
+                return model.loss_and_grad(X, Y)
+
+            def forward(model=model, X=X, Y=Y):
+                return _basis_gradient(model, X, Y)
+
+            rev_inner = warm_up(reverse, st.warmup_s, st.block_s)
             rounds = max(3, st.rounds if P < 1000 else 3)
             t_rev, t_fwd = [], []
             for _ in range(rounds):
-                t_rev.append(time_block(lambda: model.loss_and_grad(X, Y), rev_inner))
-                t_fwd.append(time_block(lambda: _basis_gradient(model, X, Y), 1))
+                t_rev.append(time_block(reverse, rev_inner))
+                t_fwd.append(time_block(forward, 1))
             ratios = [f / r for f, r in zip(t_fwd, t_rev)]
             row = {
                 "suite": "jvp",
@@ -307,10 +312,9 @@ def run_scaling(st, log=print) -> list:
     rows = []
     Ts = SCALING_T if not st.quick else SCALING_T[:2]
     Ns = SCALING_N if not st.quick else SCALING_N[:2]
-    rnn = lambda T: _rec("rnn", T, 128, "float64")  # noqa: E731
-    if available(rnn(10)):
+    if available(_rec("rnn", 10, 128, "float64")):
         for T in Ts:
-            spec = rnn(T)
+            spec = _rec("rnn", T, 128, "float64")
             res = compare_1thread(spec, st)
             rows.append({"suite": "scaling", "axis": "T", "name": case_name(spec), "x": T,
                          "ours_s": res["ours_s"], "torch_s": res["torch_s"], "ratio": res["ratio"]})

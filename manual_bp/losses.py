@@ -58,17 +58,20 @@ def output_delta(loss, z, a, Y, fprime):
     """delta^(L) = dE/dz^(L) for the batch-mean loss E (BP1). The 1/N of the mean enters here, once."""
     N = len(z)
     if loss == "squared_error":
-        return (a - Y) * fprime(z, a) / N  # (BP1) -(y - a) ⊙ f'(z)
-    if loss == "cross_entropy":
+        d = a - Y
+        d *= fprime(z, a)  # (BP1) -(y - a) ⊙ f'(z)
+    elif loss == "cross_entropy":
         d = a.copy()
         if Y.ndim == 1:
             d[np.arange(N), Y] -= 1  # (BP1) a - y, y one-hot by label
         else:
             d -= Y  # (BP1) a - y
-        return d / N
-    if loss == "binary_cross_entropy":
-        return (a - Y) / N  # (BP1) sigmoid(z) - y
-    raise ValueError(f"unknown loss {loss!r}")
+    elif loss == "binary_cross_entropy":
+        d = a - Y  # (BP1) sigmoid(z) - y
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    d /= N
+    return d
 
 
 LOSSES = {

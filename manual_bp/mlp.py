@@ -35,6 +35,7 @@ from ._validation import (
     as_labels,
     check_choice,
     check_dtype,
+    check_finite,
     check_int,
     check_param_dict,
     check_seed,
@@ -142,6 +143,9 @@ class MLP:
 
     # ------------------------------------------------------------------ validation
     def _check_X(self, X) -> np.ndarray:
+        if type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == self.sizes[0] and len(X):
+            check_finite("X", X)  # already an array of our dtype and shape: the one check left of as_float_array
+            return X
         return as_float_array("X", X, self.dtype, (("N", None), ("n0", self.sizes[0])))
 
     def _check_Y(self, Y, N) -> np.ndarray:
@@ -149,6 +153,8 @@ class MLP:
         if self.loss_name == "cross_entropy":
             arr = np.asarray(Y)
             if arr.ndim == 1:
+                if arr.dtype.kind in "iu" and len(arr) == N and N and 0 <= arr.min() and arr.max() < K:
+                    return arr.astype(np.intp, copy=False)  # valid labels; as_labels says what is wrong otherwise
                 return as_labels("Y", arr, K, (("N", N),))
             Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
             if (Y < 0).any() or not np.allclose(Y.sum(axis=1), 1, rtol=0, atol=1e-6 if Y.itemsize == 8 else 1e-4):
@@ -168,7 +174,8 @@ class MLP:
         Z, A = [None], [X]
         for l in range(1, self.L + 1):
             W, b = self.params[f"W{l}"], self.params[f"b{l}"]
-            z = A[-1] @ W.T + b  # (F1) (N, n_l)
+            z = A[-1] @ W.T  # (F1) (N, n_l)
+            z += b  # (F1)
             f, _ = self._f(l)
             Z.append(z)
             A.append(f(z))  # (F2)
@@ -215,7 +222,8 @@ class MLP:
             grads[f"b{l}"] = delta.sum(axis=0)  # (BP4) (n_l,)
             if l > 1:
                 fprime = self._f(l - 1)[1]
-                delta = (delta @ self.params[f"W{l}"]) * fprime(Z[l - 1], A[l - 1])  # (BP2)
+                delta = delta @ self.params[f"W{l}"]  # (BP2) (N, n_{l-1})
+                delta *= fprime(Z[l - 1], A[l - 1], out=Z[l - 1])  # (BP2) ⊙ f'(z); z^(l-1) is not read again
         if input_grad:
             grads["X"] = delta @ self.params["W1"]  # dE/dX, BP2 without an activation
         ordered = {k: grads[k] for k in self.params}
