@@ -389,10 +389,11 @@ class SGD(Optimizer):
             if lam != 0:
                 d = d + lam * theta  # (S1)
             if mu != 0:
-                if t == 1:
-                    b = d.copy()  # (S2) b_1 = g
+                prev = self.state.get("momentum_buffer", {}).get(k)
+                if prev is None:
+                    b = d.copy()  # (S2) b_1 = g: the first step with momentum
                 else:
-                    b = mu * self.state["momentum_buffer"][k] + (1 - tau) * d  # (S2)
+                    b = mu * prev + (1 - tau) * d  # (S2)
                 buffers[k] = b
                 d = d + mu * b if self.nesterov else b  # (S3)
             new_params[k] = theta - eta * d  # (S4)

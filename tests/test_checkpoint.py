@@ -235,7 +235,7 @@ def test_corrupted_bytes_never_load_silently(saved):
             continue
         assert equal(ck.model.params, ref.model.params) and same_optimizer(ck.optimizer, ref.optimizer), pos
         assert ck.extra == ref.extra, pos
-    assert caught >= 50, caught
+    assert caught >= 50, caught  # 56 of 60 with numpy 2.4
 
 
 def test_corrupted_array_bytes_caught_by_checksum(saved):
