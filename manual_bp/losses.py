@@ -74,10 +74,35 @@ def output_delta(loss, z, a, Y, fprime):
     return d
 
 
+def loss_and_delta(loss, z, Y, f, fprime):
+    """``(E, delta^(L))`` from the logits z^(L), for ``loss_and_grad``: the two share their work.
+
+    For cross-entropy, log softmax(z) is computed once: E reads it at the labels and the output
+    a = softmax(z) = exp(log softmax(z)) becomes delta = (a - y) / N in place (BP1), so the forward pass
+    need not form softmax(z) separately. The other losses apply ``f`` and call ``output_delta``.
+    """
+    if loss != "cross_entropy":
+        a = f(z)
+        return LOSSES[loss](z, a, Y), output_delta(loss, z, a, Y, fprime)
+    N = len(z)
+    logp = log_softmax(z)
+    if Y.ndim == 1:
+        rows = np.arange(N)
+        E = -float(logp[rows, Y].sum()) / N
+        d = np.exp(logp, out=logp)  # a = softmax(z)
+        d[rows, Y] -= 1  # (BP1) a - y, y one-hot by label
+    else:
+        E = -float(np.einsum("nk,nk->", Y, logp)) / N
+        d = np.exp(logp, out=logp)  # a = softmax(z)
+        d -= Y  # (BP1) a - y
+    d /= N
+    return E, d
+
+
 LOSSES = {
     "squared_error": squared_error,
     "cross_entropy": cross_entropy,
     "binary_cross_entropy": binary_cross_entropy,
 }
 
-__all__ = ["LOSSES", "output_delta", "log_softmax", "softmax", "sigmoid"]
+__all__ = ["LOSSES", "output_delta", "loss_and_delta", "log_softmax", "softmax", "sigmoid"]

@@ -41,7 +41,7 @@ from ._validation import (
     check_seed,
 )
 from .activations import ACTIVATIONS
-from .losses import LOSSES, output_delta, softmax
+from .losses import LOSSES, loss_and_delta, output_delta, softmax
 
 OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS) + ("softmax",)
 
@@ -153,7 +153,7 @@ class MLP:
         if self.loss_name == "cross_entropy":
             arr = np.asarray(Y)
             if arr.ndim == 1:
-                if arr.dtype.kind in "iu" and len(arr) == N and N and 0 <= arr.min() and arr.max() < K:
+                if arr.dtype.kind in "iu" and len(arr) == N and 0 <= np.min(arr) and np.max(arr) < K:
                     return arr.astype(np.intp, copy=False)  # valid labels; as_labels says what is wrong otherwise
                 return as_labels("Y", arr, K, (("N", N),))
             Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
@@ -169,8 +169,12 @@ class MLP:
         return Y
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, X):
-        """Cache of the forward pass: ``Z[l]`` and ``A[l]`` for l = 0..L (``Z[0]`` is None, ``A[0] = X``)."""
+    def _forward(self, X, output=True):
+        """Cache of the forward pass: ``Z[l]`` and ``A[l]`` for l = 0..L (``Z[0]`` is None, ``A[0] = X``).
+
+        With ``output=False`` the output activation is left to the loss (``A[L]`` is None): see
+        ``losses.loss_and_delta``.
+        """
         Z, A = [None], [X]
         for l in range(1, self.L + 1):
             W, b = self.params[f"W{l}"], self.params[f"b{l}"]
@@ -178,7 +182,7 @@ class MLP:
             z += b  # (F1)
             f, _ = self._f(l)
             Z.append(z)
-            A.append(f(z))  # (F2)
+            A.append(f(z) if output or l < self.L else None)  # (F2)
         return Z, A
 
     def forward(self, X) -> np.ndarray:
@@ -212,11 +216,10 @@ class MLP:
         """
         X = self._check_X(X)
         Y = self._check_Y(Y, len(X))
-        Z, A = self._forward(X)
+        Z, A = self._forward(X, output=False)
         L = self.L
-        E = LOSSES[self.loss_name](Z[L], A[L], Y)
+        E, delta = loss_and_delta(self.loss_name, Z[L], Y, *self._f(L))  # (BP1) delta^(L) : (N, nL)
         grads = {}
-        delta = output_delta(self.loss_name, Z[L], A[L], Y, self._f(L)[1])  # (BP1) (N, nL)
         for l in range(L, 0, -1):
             grads[f"W{l}"] = delta.T @ A[l - 1]  # (BP3) (n_l, n_{l-1})
             grads[f"b{l}"] = delta.sum(axis=0)  # (BP4) (n_l,)
