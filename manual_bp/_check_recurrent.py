@@ -2,10 +2,11 @@
 
 Each case draws a random sequence length T (T = 1 among them), batch, sizes, input kind (token ids or floats),
 loss (cross-entropy or squared error, sometimes with a mask), a non-zero initial state, sometimes a truncation
-``k``, and both dtypes. The torch column compares the gradients of every parameter and of the initial state(s),
-truncated or not, with ``torch.nn.RNN/LSTM/GRU`` (``reference/recurrent.py``); the finite-difference column
-checks the full-BPTT gradient of a float64 copy, initial state(s) included (a truncated gradient is not the
-derivative of any loss, so finite differences cannot check it: torch's detached graph does).
+``k``, and both dtypes. The torch column compares the gradients of every parameter and of the initial
+state(s), truncated or not, with ``torch.nn.RNN/LSTM/GRU`` (``reference/recurrent.py``); the
+finite-difference column checks the full-BPTT gradient of a float64 copy, initial state(s) included (a
+truncated gradient is not the derivative of any loss, so finite differences cannot check it: torch's
+detached graph does).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ MAX_T, MAX_N, MAX_SIZE = 12, 4, 6
 
 
 def _relu_safe(model, X, h0, margin=1e-4):
-    """No relu pre-activation within ``margin`` of the kink (finite differences step 1e-6 must not cross it)."""
+    """No relu pre-activation within ``margin`` of the kink (the finite-difference step must not cross it)."""
     if getattr(model, "nonlinearity", None) != "relu":
         return True
     Xc, is_ids = model._check_X(X)
@@ -29,7 +30,7 @@ def _relu_safe(model, X, h0, margin=1e-4):
 
 
 def _draw(cls, rng, i, **kw):
-    """One random problem for ``cls``; the i-th case of a family cycles T = 1, dtypes, losses and input kinds."""
+    """One random problem for ``cls``; the i-th case cycles T = 1, dtypes, losses and input kinds."""
     T = 1 if i % 5 == 0 else int(rng.integers(2, MAX_T + 1))
     N = int(rng.integers(1, MAX_N + 1))
     D, H, K = (int(v) for v in rng.integers(1, MAX_SIZE + 1, 3))

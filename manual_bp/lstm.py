@@ -16,7 +16,7 @@ and c_{t+1}. So, with dE/dh_t and dE/dc_t meaning total derivatives,
 
 and the step's backward is
 
-    (L5)  dc = dc_next + dh ⊙ o ⊙ (1 - tanh^2 c_t)       dc_next = dE/dc_{t+1} ⊙ f_{t+1}, carried from step t+1
+    (L5)  dc = dc_next + dh ⊙ o ⊙ (1 - tanh^2 c_t)       dc_next = dE/dc_{t+1} ⊙ f_{t+1}, from step t+1
     (L6)  da_i = dc ⊙ g ⊙ i(1-i),   da_f = dc ⊙ c_{t-1} ⊙ f(1-f),   da_g = dc ⊙ i ⊙ (1-g^2),
           da_o = dh ⊙ tanh(c_t) ⊙ o(1-o)                 the gate deltas, stacked as dG_t (N, 4H)
     (L7)  dE/dh_{t-1} |_{via step t} = dG_t W             the gate path into h_{t-1}

@@ -1,14 +1,14 @@
 """One recurrent skeleton for RNN, LSTM and GRU: inputs, time loop, output layer, loss, BPTT, truncation, JVP.
 
 The three models differ only in their cell. A cell maps the gate pre-activations of one step, ``G_t``, and the
-previous state to the next state; the skeleton does everything around it. Time is the leading axis (time-major,
-as torch's default), the batch is rows, and weights have torch's layout ``(n_out, n_in)`` with the gate blocks
-stacked: ``U : (nG*H, D)``, ``W : (nG*H, H)``, ``b : (nG*H,)`` with nG = 1 (RNN), 4 (LSTM: i f g o) or
-3 (GRU: r z n).
+previous state to the next state; the skeleton does everything around it. Time is the leading axis
+(time-major, as torch's default), the batch is rows, and weights have torch's layout ``(n_out, n_in)`` with
+the gate blocks stacked: ``U : (nG*H, D)``, ``W : (nG*H, H)``, ``b : (nG*H,)`` with nG = 1 (RNN),
+4 (LSTM: i f g o) or 3 (GRU: r z n).
 
 Forward, for t = 1..T (step index s = t-1 in the arrays; states keep the initial state, ``S[0] = s_0``):
 
-    (S1)  G_t = U x_t + b                for all t at once: X @ U.T + b, or the rows U.T[ids] + b for token ids
+    (S1)  G_t = U x_t + b                for all t at once: X @ U.T + b, or the rows U.T[ids] + b (token ids)
     (S2)  (h_t, ...) = cell(G_t, W h_{t-1} [+ bh], h_{t-1}, ...)        the only work inside the time loop
     (O1)  o_t = softmax(V h_t + c)       (cross_entropy)   or   o_t = V h_t + c   (squared_error)
     (O2)  E_t = -log o_t[y_t]            (cross_entropy)   or   E_t = 1/2 ||y_t - o_t||^2
@@ -17,11 +17,11 @@ Forward, for t = 1..T (step index s = t-1 in the arrays; states keep the initial
 
 Backward (BPTT). With q_t = V h_t + c the output logits and ``dG_t = dE/dG_t`` the gate deltas:
 
-    (O4)  dE/dq_t = m_t (o_t - y_t) / N        for both losses (softmax + cross-entropy together; identity + SE)
+    (O4)  dE/dq_t = m_t (o_t - y_t) / N        for both losses (softmax with cross-entropy; identity with SE)
     (O5)  dE/dV = sum_t dq_t^T h_t,   dE/dc = sum_t dq_t             one product over all T*N rows
     (B1)  dE/dh_t = dq_t V  +  dE/dh_t|_{step t+1}                    the two paths into h_t: E_t and h_{t+1}
     (B2)  dG_t, dE/dh_{t-1}, ... = cell_back(dE/dh_t, ..., cache_t)   each cell's own equations
-    (B3)  dE/dU = sum_t dG_t^T x_t,  dE/db = sum_t dG_t,  dE/dW = sum_t dGh_t^T h_{t-1}  [, dE/dbh = sum_t dGh_t]
+    (B3)  dE/dU = sum_t dG_t^T x_t,  dE/db = sum_t dG_t,  dE/dW = sum_t dGh_t^T h_{t-1}  [dbh = sum_t dGh_t]
           after the loop, one product over all T*N rows (token ids: a scatter-add into U's columns);
           dGh = dG except in the GRU's n block, where the reset gate multiplies W_n h + bh_n.
     (B4)  dE/ds_0 = what (B2) returns at t = 1                        ``grads["h0"]`` (and ``"c0"``)
@@ -62,7 +62,6 @@ from ._validation import (
     check_param_dict,
     check_seed,
     check_shape,
-    describe_shape,
 )
 from .losses import log_softmax
 
@@ -98,7 +97,8 @@ class Recurrent:
     STATES = ("h",)
     HIDDEN_BIAS = False
 
-    def __init__(self, input_size, hidden_size, output_size, loss="cross_entropy", dtype=np.float64, seed=None):
+    def __init__(self, input_size, hidden_size, output_size, loss="cross_entropy", dtype=np.float64,
+                 seed=None):
         self.input_size = check_int("input_size", input_size, minimum=1)
         self.hidden_size = check_int("hidden_size", hidden_size, minimum=1)
         self.output_size = check_int("output_size", output_size, minimum=1)
@@ -109,7 +109,7 @@ class Recurrent:
 
     # ------------------------------------------------------------------ set-up
     def config(self) -> dict:
-        """The constructor arguments, enough to rebuild an identical (untrained) model: ``type(m)(**m.config())``."""
+        """The constructor arguments, enough to rebuild the (untrained) model: ``type(m)(**m.config())``."""
         return {
             "input_size": self.input_size,
             "hidden_size": self.hidden_size,
@@ -120,7 +120,7 @@ class Recurrent:
         }
 
     def _init_params(self, rng) -> dict:
-        """torch's default for ``nn.RNN/LSTM/GRU`` and ``nn.Linear(H, K)``: every entry ~ U(-1/sqrt(H), 1/sqrt(H)).
+        """torch's default for ``nn.RNN/LSTM/GRU`` and ``nn.Linear(H, K)``: all ~ U(-1/sqrt(H), 1/sqrt(H)).
 
         Biases are non-zero from the start, so every bias path is exercised.
         """
@@ -137,7 +137,7 @@ class Recurrent:
 
     # ------------------------------------------------------------------ validation
     def _check_X(self, X):
-        """``(X, is_ids)``: integer token ids ``(T, N)`` in [0, D), or floats ``(T, N, D)`` in the model dtype."""
+        """``(X, is_ids)``: integer token ids ``(T, N)`` in [0, D), or floats ``(T, N, D)`` in the dtype."""
         D = self.input_size
         arr = np.asarray(X)
         if arr.dtype != np.bool_ and np.issubdtype(arr.dtype, np.integer):
@@ -170,13 +170,16 @@ class Recurrent:
         return arr
 
     def _check_Y(self, Y, T, N, mask):
-        """Labels ``(T, N)`` in [0, K) (cross_entropy) or floats ``(T, N, K)``; masked-out entries are ignored."""
+        """Labels ``(T, N)`` in [0, K) (cross_entropy) or floats ``(T, N, K)``; masked-out entries ignored."""
         K = self.output_size
         arr = np.asarray(Y)
         keep = np.ones((T, N), dtype=bool) if mask is None else mask
         if self.loss_name == "cross_entropy":
             if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-                raise TypeError(f"Y must hold integer class labels (T={T}, N={N}) for cross_entropy; got dtype {arr.dtype}")
+                raise TypeError(
+                    f"Y must hold integer class labels (T={T}, N={N}) for cross_entropy; "
+                    f"got dtype {arr.dtype}"
+                )
             check_shape("Y", arr, (("T", T), ("N", N)))
             live = arr[keep]
             if live.size and (live.min() < 0 or live.max() >= K):
@@ -192,7 +195,7 @@ class Recurrent:
         return arr if mask is None else np.where(keep[..., None], arr, 0).astype(self.dtype, copy=False)
 
     def _check_h0(self, h0, N):
-        """The initial state as a tuple of ``(N, H)`` arrays, one per part of ``STATES`` (None means zeros)."""
+        """The initial state: a tuple of ``(N, H)`` arrays, one per part of ``STATES`` (None means zeros)."""
         H = self.hidden_size
         shape = (("N", N), ("H", H))
         if len(self.STATES) == 1:
@@ -202,7 +205,9 @@ class Recurrent:
                 parts = (None,) * len(self.STATES)
             elif not isinstance(h0, (tuple, list)) or len(h0) != len(self.STATES):
                 names = ", ".join(f"{p}0" for p in self.STATES)
-                got = f"{type(h0).__name__} of length {len(h0)}" if isinstance(h0, (tuple, list)) else type(h0).__name__
+                got = type(h0).__name__
+                if isinstance(h0, (tuple, list)):
+                    got += f" of length {len(h0)}"
                 raise TypeError(f"h0 must be None or a tuple ({names}) of (N, H) arrays or None; got {got}")
             else:
                 parts = tuple(h0)
@@ -211,7 +216,7 @@ class Recurrent:
             if value is None:
                 out.append(np.zeros((N, H), dtype=self.dtype))
             else:
-                out.append(as_float_array(f"{part}0" if len(self.STATES) > 1 else "h0", value, self.dtype, shape))
+                out.append(as_float_array(f"{part}0", value, self.dtype, shape))
         return tuple(out)
 
     @staticmethod
@@ -222,7 +227,7 @@ class Recurrent:
 
     # ------------------------------------------------------------------ forward
     def _project(self, X, is_ids, U, b):
-        """(S1) ``U x_t + b`` for every step at once: ``(T, N, nG*H)``, a fresh buffer the loop fills in place."""
+        """(S1) ``U x_t + b`` for every step at once: ``(T, N, nG*H)``, a buffer the loop fills in place."""
         if is_ids:
             G = np.ascontiguousarray(U.T)[X]  # (T, N, nG*H) row gather: column x of U is U @ onehot(x)
             G += b
@@ -263,7 +268,7 @@ class Recurrent:
         return q
 
     def _loss_and_delta(self, q, Y, mask):
-        """(O2, O3) the batch loss and (O4) ``dE/dq : (T, N, K)``; also the outputs o (softmax or identity)."""
+        """(O2, O3) the batch loss, (O4) ``dE/dq : (T, N, K)`` and the outputs o (softmax or identity)."""
         N = q.shape[1]
         if self.loss_name == "cross_entropy":
             logp = log_softmax(q)  # (T, N, K)
@@ -310,7 +315,7 @@ class Recurrent:
         return X, is_ids, Y, state0, mask
 
     def loss(self, X, Y, h0=None, mask=None) -> float:
-        """Batch loss (O3): the mean over the N sequences of each one's sum over t of E_t. See ``loss_and_grad``."""
+        """Batch loss (O3): the mean over the N sequences of each one's sum over t of E_t."""
         X, is_ids, Y, state0, mask = self._check_all(X, Y, h0, mask)
         cache = self._forward(X, is_ids, state0)
         return self._loss_and_delta(self._logits(cache), Y, mask)[0]
@@ -371,7 +376,8 @@ class Recurrent:
         # (TR) every E_t with t - l >= 1 sits at state j = t - l (array index j - 1); all step back together
         dG = np.zeros((T, N, GH), dtype=self.dtype)
         dstate0 = zeros
-        dstate = (dS_out.reshape(T * N, H),) + tuple(np.zeros((T * N, H), dtype=self.dtype) for _ in self.STATES[1:])
+        dstate = (dS_out.reshape(T * N, H),)  # lag 0: each E_t at its own h_t; nothing yet on c_t
+        dstate += tuple(np.zeros((T * N, H), dtype=self.dtype) for _ in self.STATES[1:])
         out = np.empty((T * N, GH), dtype=self.dtype)
         for lag in range(truncate + 1):
             M = T - lag  # sources j = 1..M

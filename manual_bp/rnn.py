@@ -1,7 +1,7 @@
 """Vanilla RNN: the seed's chain of three-layer nets sharing U, W, V across time, as ``torch.nn.RNN``.
 
-The cell, on the skeleton of ``recurrent.py`` (which holds the output layer, loss, (O1-O5), (B1), (B3), truncation
-and JVP plumbing). With ``G_t = U x_t + b`` hoisted out of the loop (S1):
+The cell, on the skeleton of ``recurrent.py`` (which holds the output layer, loss, (O1-O5), (B1), (B3),
+truncation and JVP plumbing). With ``G_t = U x_t + b`` hoisted out of the loop (S1):
 
     (R1)  z_t = G_t + W s_{t-1}              = U x_t + W s_{t-1} + b          (N, H), one product per step
     (R2)  s_t = f(z_t)                       f = tanh (default) or relu, as torch.nn.RNN
@@ -90,6 +90,7 @@ class RNN(Recurrent):
 
     def __repr__(self):
         return (
-            f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, nonlinearity={self.nonlinearity!r}, "
+            f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "
+            f"nonlinearity={self.nonlinearity!r}, "
             f"loss={self.loss_name!r}, dtype={self.dtype.name})"
         )

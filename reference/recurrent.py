@@ -1,4 +1,4 @@
-"""torch oracle for ``manual_bp.RNN``, ``LSTM`` and ``GRU``: ``nn.RNN/LSTM/GRU`` + ``nn.Linear`` + functional losses.
+"""torch oracle for ``manual_bp.RNN``, ``LSTM``, ``GRU``: ``nn.RNN/LSTM/GRU``, ``nn.Linear``, F losses.
 
 Our weights are copied into torch's own modules: ``U -> weight_ih_l0``, ``W -> weight_hh_l0``,
 ``b -> bias_ih_l0``, and ``bias_hh_l0 = 0`` (frozen) for RNN and LSTM, ``bh -> bias_hh_l0`` for the GRU;
@@ -24,7 +24,7 @@ from .mlp import _torch_dtype
 
 
 def _kind(model) -> str:
-    """"RNN", "LSTM" or "GRU" (subclasses count as their base: a planted-bug subclass meets the true module)."""
+    """"RNN", "LSTM" or "GRU"; a subclass counts as its base (a planted-bug subclass meets the true one)."""
     from manual_bp import GRU, LSTM, RNN
 
     for cls in (RNN, LSTM, GRU):
@@ -91,7 +91,7 @@ def _state0(model, h0, N, tdt):
 
 
 def _run(core, kind, x, state):
-    """torch's module over ``x (T', N, D)`` from ``state`` (list of (N, H)); returns ``(out (T', N, H), state)``."""
+    """torch's module over ``x (T', N, D)`` from ``state`` (list of (N, H)); ``(out (T', N, H), state)``."""
     if kind == "LSTM":
         out, (h, c) = core(x, (state[0][None], state[1][None]))
         return out, [h[0], c[0]]
@@ -127,7 +127,8 @@ def _grads(model, core, head, state0):
     names = ["h0", "c0"] if kind == "LSTM" else ["h0"]
     for name, s in zip(names, state0):
         g[name] = s.grad
-    shapes = {**{k: np.shape(v) for k, v in model.params.items()}, "h0": state0[0].shape, "c0": state0[-1].shape}
+    shapes = {k: np.shape(v) for k, v in model.params.items()}
+    shapes.update(h0=state0[0].shape, c0=state0[-1].shape)
     return {k: np.zeros(shapes[k]) if v is None else v.detach().numpy().copy() for k, v in g.items()}
 
 
@@ -166,7 +167,7 @@ def recurrent_loss_and_grad(model, X, Y, h0=None, truncate=None, mask=None, dtyp
 
 
 def recurrent_forward(model, X, h0=None, dtype=None):
-    """torch's outputs ``(T, N, K)`` (softmax probabilities or identity) and final state (our ``h0`` format)."""
+    """torch's outputs ``(T, N, K)`` (softmax probabilities or identity) and final state (``h0``'s format)."""
     kind = _kind(model)
     tdt = _torch_dtype(model.dtype if dtype is None else dtype)
     core, head = build_recurrent(model, dtype=tdt)
@@ -202,7 +203,8 @@ def recurrent_vanishing(model, X, Y, h0=None, dtype=None) -> dict:
     names = ["h", "c"] if kind == "LSTM" else ["h"]
     out = {}
     for i, name in enumerate(names):
-        out[name] = np.array([0.0 if s[i].grad is None else float(torch.linalg.norm(s[i].grad)) for s in states])
+        out[name] = np.array([0.0 if s[i].grad is None else float(torch.linalg.norm(s[i].grad))
+                              for s in states])
     return out
 
 
@@ -260,7 +262,6 @@ def recurrent_train_chunks(model, X, Y, chunk, lr, h0=None, truncate=None, mask=
     ``p -= lr * grad`` on every parameter (torch's ``bias_hh_l0`` stays 0 for RNN/LSTM). Returns
     ``(losses, params, final_state)`` in our layout; the model itself is not changed.
     """
-    kind = _kind(model)
     tdt = _torch_dtype(model.dtype if dtype is None else dtype)
     params = {k: np.asarray(v, dtype=np.float64).copy() for k, v in model.params.items()}
     X, Y = np.asarray(X), np.asarray(Y)

@@ -64,11 +64,11 @@ def mlp_cases(draw, dtypes=(np.float64,), max_layers=5, max_width=16, max_batch=
     return net, X, Y
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------------------------------------
 # Recurrent section: RNN, LSTM and GRU cases. T 1..40, N 1..8, D, H, K 1..10; token ids or float inputs; both
-# losses, with or without a random mask; truncate None or 0..T; random non-zero parameters (biases included) and,
-# for LSTM and GRU always (for the RNN on a draw), non-zero initial states. Arrays are drawn in float64 and
-# rounded to the model's dtype, so a float64 oracle sees exactly the values the model sees.
+# losses, with or without a random mask; truncate None or 0..T; random non-zero parameters (biases included)
+# and, for LSTM and GRU always (for the RNN on a draw), non-zero initial states. Arrays are drawn in float64
+# and rounded to the model's dtype, so a float64 oracle sees exactly the values the model sees.
 
 from dataclasses import dataclass, field  # noqa: E402
 
@@ -97,7 +97,8 @@ class RecurrentCase:
 
     def describe(self):
         T, N = self.X.shape[:2]
-        return (f"{self.model!r} T={T} N={N} ids={self.X.ndim == 2} h0={'set' if self.h0 is not None else 'None'} "
+        h0 = "set" if self.h0 is not None else "None"
+        return (f"{self.model!r} T={T} N={N} ids={self.X.ndim == 2} h0={h0} "
                 f"mask={self.mask is not None} truncate={self.truncate}: ")
 
 
@@ -134,7 +135,7 @@ def recurrent_targets(model, T, N, rng):
 
 
 def relu_safe_recurrent(case, margin=1e-4):
-    """True unless a relu RNN has a pre-activation within ``margin`` of the kink (finite differences step 1e-6)."""
+    """True unless a relu RNN has a pre-activation within ``margin`` of the kink (FD steps by 1e-6)."""
     m = case.model
     if getattr(m, "nonlinearity", None) != "relu":
         return True
@@ -146,7 +147,7 @@ def relu_safe_recurrent(case, margin=1e-4):
 @st.composite
 def recurrent_cases(draw, models=("RNN", "LSTM", "GRU"), dtypes=(np.float64,), max_T=40, max_N=8, max_size=10,
                     truncate=True, masks=True, losses=("cross_entropy", "squared_error")):
-    """Draw a :class:`RecurrentCase`: a random model with random non-zero parameters and a matching problem."""
+    """Draw a :class:`RecurrentCase`: a model with random non-zero parameters and a matching problem."""
     kind = draw(st.sampled_from(models), label="model")
     T = draw(st.integers(1, max_T), label="T")
     N = draw(st.integers(1, max_N), label="N")

@@ -36,7 +36,8 @@ def swap_blocks(p, a, b, H):
     for k in ("U", "W", "b", "bh"):
         if k in p:
             v = p[k].copy()
-            v[a * H : (a + 1) * H], v[b * H : (b + 1) * H] = p[k][b * H : (b + 1) * H], p[k][a * H : (a + 1) * H]
+            blk_a, blk_b = slice(a * H, (a + 1) * H), slice(b * H, (b + 1) * H)
+            v[blk_a], v[blk_b] = p[k][blk_b], p[k][blk_a]
             out[k] = v
     return out
 
@@ -85,7 +86,7 @@ def test_planted_parameter_bug_fails_the_torch_comparison(kind, bug, seed):
 
 
 def test_a_dropped_bias_hides_when_biases_start_at_zero():
-    """Why the strategies never use zero biases: then dropping one changes nothing and no comparison can see it."""
+    """Why the strategies never use zero biases: dropping one then changes nothing, and nothing can see it."""
     m, X, Y, h0 = problem("GRU", 0)
     m.params = {**m.params, "bh": np.zeros_like(m.params["bh"])}
     _, g_t = recurrent_loss_and_grad(m, X, Y, h0=h0)

@@ -122,7 +122,7 @@ def per_model(max_examples=None, extras=None, pin_extras=None, **strategy_kw):
     return make
 
 
-# ---------------------------------------------------------------------------------------------------- vs torch
+# -------------------------------------------------------------------------------------------------- vs torch
 @per_model(dtypes=(np.float64, np.float32))
 def grads_equal_torch(case):
     m = case.model
@@ -156,10 +156,12 @@ def jvp_equals_grad_dot_tangent_and_torch_func_jvp(case, seed):
     _, g = m.loss_and_grad(case.X, case.Y, h0=case.h0, mask=case.mask)
     dot = sum(float(np.sum(g[k] * tangents[k])) for k in tangents)
     scale = sum(float(np.abs(g[k] * tangents[k]).sum()) for k in tangents)
-    assert abs(dE - dot) <= 1e-10 * max(scale, 1e-12), f"{case.describe()}jvp {dE!r} vs grads·tangents {dot!r}"
+    assert abs(dE - dot) <= 1e-10 * max(scale, 1e-12), (
+        f"{case.describe()}jvp {dE!r} vs grads·tangents {dot!r}")
     E_t, dE_t = recurrent_jvp(m, case.X, case.Y, tangents, h0=case.h0, mask=case.mask)
     assert_scalar_close(E, E_t, 1e-10, "loss")
-    assert abs(dE - dE_t) <= 1e-10 * max(scale, 1e-12), f"{case.describe()}jvp {dE!r} vs torch.func.jvp {dE_t!r}"
+    assert abs(dE - dE_t) <= 1e-10 * max(scale, 1e-12), (
+        f"{case.describe()}jvp {dE!r} vs torch.func.jvp {dE_t!r}")
 
 
 @per_model(truncate=False, masks=False)
@@ -182,7 +184,7 @@ def forward_and_final_state_equal_torch(case):
         np.testing.assert_array_equal(S[-1], final)
 
 
-# ---------------------------------------------------------------------------------------------------- truncation
+# ------------------------------------------------------------------------------------------------ truncation
 @per_model(truncate=False, extras={"extra": st.integers(0, 3)}, pin_extras={"extra": 0})
 def truncate_at_least_T_minus_1_is_full_bptt(case, extra):
     m = case.model
@@ -234,7 +236,7 @@ def chunked_training_with_carried_state_equals_torch(case, chunk, k):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------- vanishing
+# -------------------------------------------------------------------------------------------------- vanishing
 @per_model(max_examples=6, truncate=False, masks=False)
 def vanishing_gradient_norms_equal_torch_retain_grad(case):
     m = case.model
@@ -261,7 +263,7 @@ def test_vanishing_at_k_0_is_the_h0_gradient_of_the_last_step(kind):
         assert abs(v[part][0] - np.linalg.norm(g[f"{part}0"])) <= 1e-12 * max(v[part][0], 1e-300)
 
 
-# ---------------------------------------------------------------------------------------------------- inputs
+# -------------------------------------------------------------------------------------------------- inputs
 @pytest.mark.parametrize("kind", KINDS)
 def test_token_ids_equal_their_one_hot_rows(kind):
     case = pinned(kind, T=5, N=3, D=4, H=3, K=3, ids=True, truncate=2, seed=3)
