@@ -91,6 +91,7 @@ class Recurrent:
       returns dE/d(state at s) for each part;
     - ``_step_jvp(s, dgx, dgw, dprev, cache, dnext)``: (J2);
     - ``_hidden_deltas(dG, cache)``: dGh of (B3) from dG (default: dG itself).
+    - ``_alloc_cache(cache, T, N)``: any extra per-step buffers backward reads (LSTM: tanh(c_t); GRU: gh_n).
     """
 
     GATES = 1
