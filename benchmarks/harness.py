@@ -197,18 +197,19 @@ class WorkerPair:
 
 
 # ---------------------------------------------------------------------------------------------- GEMM peak
-def gemm_fn(lib: str, n: int, dtype: str):
-    """A callable doing one ``n x n @ n x n`` product with ``lib`` ("numpy" or "torch")."""
+def gemm_fn(lib: str, shape, dtype: str):
+    """A callable doing one ``(m, k) @ (k, n)`` product with ``lib`` ("numpy" or "torch"); shape = (m, k, n)."""
     import numpy as np
 
+    m, k, n = shape
     rng = np.random.default_rng(0)
-    A = rng.standard_normal((n, n)).astype(dtype)
-    B = rng.standard_normal((n, n)).astype(dtype)
+    A = rng.standard_normal((m, k)).astype(dtype)
+    B = rng.standard_normal((k, n)).astype(dtype)
     if lib == "numpy":
-        out = np.empty_like(A)
+        out = np.empty((m, n), dtype)
         return lambda: np.matmul(A, B, out=out)
     import torch
 
     At, Bt = torch.from_numpy(A), torch.from_numpy(B)
-    out_t = torch.empty_like(At)
+    out_t = torch.empty((m, n), dtype=At.dtype)
     return lambda: torch.matmul(At, Bt, out=out_t)

@@ -38,25 +38,33 @@ def _training_table(rows, policies, peaks):
 
 
 def _peak_table(rows, peak_rows, policies):
-    """GFLOP/s of the largest MLP against the GEMM peak of the same run."""
-    out = ["| case | policy | ours GFLOP/s | torch GFLOP/s | GEMM peak GFLOP/s (numpy / torch) | ours % of peak | "
-           "torch % of peak | target |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    peaks = {(p["dtype"], pol): p[pol] for p in peak_rows for pol in policies if pol in p}
+    """GFLOP/s of the largest MLP against the GEMM peaks of the same run (its own product shape, and square)."""
+    out = [
+        "| case | policy | ours GFLOP/s | torch GFLOP/s | peak, case shape (numpy / torch) | ours % | "
+        "peak, square 1024 (numpy / torch) | ours % | target >= 85% |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    peaks = {(p["dtype"], p["which"], pol): p[pol] for p in peak_rows for pol in policies if pol in p}
     for row in rows:
         spec = row.get("spec", {})
         if spec.get("kind") != "mlp" or spec.get("sizes") != [1024, 1024, 1024, 1024] or "skipped" in row:
             continue
         for policy in policies:
-            if policy not in row or (spec["dtype"], policy) not in peaks:
+            case_pk = peaks.get((spec["dtype"], "case", policy))
+            sq_pk = peaks.get((spec["dtype"], "square", policy))
+            if policy not in row or case_pk is None or sq_pk is None:
                 continue
-            r, pk = row[policy], peaks[(spec["dtype"], policy)]
-            frac_o = r["ours_gflops"] / pk["peak_gflops"]
-            frac_t = r["torch_gflops"] / pk["peak_gflops"]
+            r = row[policy]
+            f_case = r["ours_gflops"] / case_pk["peak_gflops"]
+            f_sq = r["ours_gflops"] / sq_pk["peak_gflops"]
+            verdict = (f"case shape {'met' if f_case >= 0.85 else '**not met**'}, "
+                       f"square {'met' if f_sq >= 0.85 else '**not met**'}")
             out.append(
                 f"| {row['name']} | {policy} | {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} | "
-                f"{pk['peak_gflops']:.1f} ({pk['numpy_gflops']:.1f} / {pk['torch_gflops']:.1f}) | "
-                f"{100 * frac_o:.0f}% | {100 * frac_t:.0f}% | >= 85%: {'met' if frac_o >= 0.85 else '**not met**'} |"
+                f"{case_pk['peak_gflops']:.1f} ({case_pk['numpy_gflops']:.1f} / {case_pk['torch_gflops']:.1f}) | "
+                f"{100 * f_case:.0f}% | "
+                f"{sq_pk['peak_gflops']:.1f} ({sq_pk['numpy_gflops']:.1f} / {sq_pk['torch_gflops']:.1f}) | "
+                f"{100 * f_sq:.0f}% | {verdict} |"
             )
     return out
 
@@ -106,8 +114,10 @@ def render(results: dict) -> str:
         L.append("")
         L.extend(_peak_table(train, peak_rows, policies))
         L.append("")
-        L.append("Peak: the faster of numpy's and torch's 1024x1024 GEMM, measured in this run under the same "
-                 "policy. GFLOP/s count only the GEMMs of the step (forward, BP3, BP2).")
+        L.append("Peak: the faster of numpy's and torch's GEMM, measured in this run under the same policy, for "
+                 "the step's own product shape (256, 1024) @ (1024, 1024) and for the square 1024 product. "
+                 "GFLOP/s count only the GEMMs of the step (forward, BP3, BP2); the step's elementwise work "
+                 "and SGD update are in its time but not in its flop count.")
         L.append("")
 
     mem = [r for r in rows if r["suite"] == "memory"]
@@ -151,14 +161,18 @@ def render(results: dict) -> str:
         if part:
             L.append("### Memory held for backward against T")
             L.append("")
-            L.append("Ours: peak bytes NumPy allocates during one `loss_and_grad` (tracemalloc). Torch: bytes of "
-                     "the distinct storages autograd saves for backward (saved_tensors_hooks).")
+            L.append("Ours held: the arrays of the forward cache (states, gate values, input projection) and the "
+                     "logits, the caller's X excluded. Ours peak: tracemalloc's peak over one `loss_and_grad` "
+                     "(cache, backward temporaries and gradients). Torch: the distinct storages autograd saves "
+                     "for backward (saved_tensors_hooks), X and the parameters excluded.")
             L.append("")
-            L.append("| case | ours MiB | ours KiB per step | torch saved MiB | torch KiB per step |")
-            L.append("| --- | ---: | ---: | ---: | ---: |")
+            L.append("| case | ours held MiB | ours KiB per step | ours peak MiB | torch saved MiB | "
+                     "torch KiB per step |")
+            L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
             for r in part:
                 L.append(f"| {r['name']} | {r['ours_bytes'] / 2**20:.2f} | {r['ours_bytes'] / r['x'] / 1024:.0f} | "
-                         f"{r['torch_saved_bytes'] / 2**20:.2f} | {r['torch_saved_bytes'] / r['x'] / 1024:.0f} |")
+                         f"{r['ours_peak_bytes'] / 2**20:.2f} | {r['torch_saved_bytes'] / 2**20:.2f} | "
+                         f"{r['torch_saved_bytes'] / r['x'] / 1024:.0f} |")
             L.append("")
         for r in scal:
             if "skipped" in r:

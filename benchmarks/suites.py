@@ -35,8 +35,9 @@ GRU_CASES = [(_rec("gru", 50, 256, dt), 0.9) for dt in ("float64", "float32")]
 LSTM_CASES = [(_rec("lstm", 50, 256, "float64"), 0.9), (_rec("lstm", 50, 256, "float32"), 1.0)]
 TRAINING_SUITES = {"mlp": MLP_CASES, "rnn": RNN_CASES, "gru": GRU_CASES, "lstm": LSTM_CASES}
 
-#: the largest MLP: its GFLOP/s is compared with the GEMM peak (target >= 85 %)
-PEAK_GEMM_N = 1024
+#: the largest MLP's GFLOP/s is compared with the GEMM peak (target >= 85 %): of its own product shape
+#: (N, n_in) @ (n_in, n_out) = (256, 1024) @ (1024, 1024), and of the square 1024 product
+PEAK_SHAPES = {"case": (256, 1024, 1024), "square": (1024, 1024, 1024)}
 PEAK_TARGET = 0.85
 
 
@@ -80,24 +81,27 @@ def run_training(suite, st, policies, pair=None, log=print, only=()) -> list:
 
 
 def run_gemm_peak(st, policies, dtypes, pair=None, log=print) -> list:
-    """GFLOP/s of an n x n GEMM, numpy's and torch's, under each policy: the peak the MLPs are held to."""
+    """GFLOP/s of numpy's and torch's GEMM under each policy: the peak the largest MLP is held to."""
     rows = []
-    n = PEAK_GEMM_N
-    flops = 2.0 * n**3
     for dtype in dtypes:
-        row = {"suite": "peak", "name": f"GEMM {n}x{n} {dtype}", "dtype": dtype, "n": n}
-        for policy in policies:
-            if policy == "1thread":
-                with OneThread():
-                    res = compare_fns(gemm_fn("numpy", n, dtype), gemm_fn("torch", n, dtype), st)
-            else:
-                res = pair.compare({"op": "gemm", "n": n, "dtype": dtype}, st)
-            res["numpy_gflops"] = flops / res["ours_s"] / 1e9
-            res["torch_gflops"] = flops / res["torch_s"] / 1e9
-            res["peak_gflops"] = max(res["numpy_gflops"], res["torch_gflops"])
-            row[policy] = res
-            log(f"  {row['name']} [{policy}]: numpy {res['numpy_gflops']:.1f} GF/s, torch {res['torch_gflops']:.1f} GF/s")
-        rows.append(row)
+        for which, shape in PEAK_SHAPES.items():
+            m, k, n = shape
+            flops = 2.0 * m * k * n
+            row = {"suite": "peak", "name": f"GEMM ({m}, {k}) @ ({k}, {n}) {dtype}", "dtype": dtype,
+                   "which": which, "shape": list(shape)}
+            for policy in policies:
+                if policy == "1thread":
+                    with OneThread():
+                        res = compare_fns(gemm_fn("numpy", shape, dtype), gemm_fn("torch", shape, dtype), st)
+                else:
+                    res = pair.compare({"op": "gemm", "shape": list(shape), "dtype": dtype}, st)
+                res["numpy_gflops"] = flops / res["ours_s"] / 1e9
+                res["torch_gflops"] = flops / res["torch_s"] / 1e9
+                res["peak_gflops"] = max(res["numpy_gflops"], res["torch_gflops"])
+                row[policy] = res
+                log(f"  {row['name']} [{policy}]: numpy {res['numpy_gflops']:.1f} GF/s, "
+                    f"torch {res['torch_gflops']:.1f} GF/s")
+            rows.append(row)
     return rows
 
 
@@ -190,7 +194,13 @@ _RSS_SCRIPT = textwrap.dedent(
     elif what in ("ours", "torch"):
         from benchmarks.cases import make_side
         make_side(spec, what).step()
-    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    hwm = None
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), None)
+    except OSError:
+        pass
+    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "vmhwm_kb": hwm}))
     """
 )
 
@@ -211,13 +221,22 @@ _IMPORT_SCRIPT = textwrap.dedent(
 )
 
 
-def _fresh(script, *args, threads_env=None) -> dict:
+def _fresh(script, *args) -> dict:
+    """Run ``script`` in a fresh Python; return the JSON of its last line.
+
+    Linux carries a process's peak RSS across exec (``ru_maxrss`` of a child exec'd straight from this large
+    process starts at this process's peak), so the child is forked by a small shell, not by us.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=str(ROOT), env=env, check=True
-    )
+    cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", sys.executable, "-c", script, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mb(*args) -> float:
+    r = _fresh(_RSS_SCRIPT, *args)
+    return r["maxrss_kb"] / 1024
 
 
 MEMORY_CASES = [
@@ -231,19 +250,18 @@ MEMORY_CASES = [
 def run_memory(st, log=print) -> list:
     reps = 3 if not st.quick else 1
     rows = []
-    base = {w: statistics.median(_fresh(_RSS_SCRIPT, w)["maxrss_kb"] for _ in range(reps)) for w in
-            ("numpy", "torch-import")}
+    base = {w: statistics.median(_peak_rss_mb(w) for _ in range(reps)) for w in ("numpy", "torch-import")}
     rows.append({"suite": "memory", "name": "import only", "kind": "baseline",
-                 "numpy_mb": base["numpy"] / 1024, "torch_mb": base["torch-import"] / 1024})
-    log(f"  import only: numpy {base['numpy'] / 1024:.0f} MB, numpy+torch {base['torch-import'] / 1024:.0f} MB")
+                 "numpy_mb": base["numpy"], "torch_mb": base["torch-import"]})
+    log(f"  import only: numpy {base['numpy']:.0f} MB, numpy+torch {base['torch-import']:.0f} MB")
     for spec in MEMORY_CASES:
         name = case_name(spec)
         if not available(spec):
             rows.append({"suite": "memory", "name": name, "kind": "rss", "skipped": "model class not available yet"})
             continue
         arg = json.dumps(spec)
-        ours = statistics.median(_fresh(_RSS_SCRIPT, "ours", arg)["maxrss_kb"] for _ in range(reps)) / 1024
-        theirs = statistics.median(_fresh(_RSS_SCRIPT, "torch", arg)["maxrss_kb"] for _ in range(reps)) / 1024
+        ours = statistics.median(_peak_rss_mb("ours", arg) for _ in range(reps))
+        theirs = statistics.median(_peak_rss_mb("torch", arg) for _ in range(reps))
         rows.append({"suite": "memory", "name": name, "kind": "rss", "ours_mb": ours, "torch_mb": theirs,
                      "ratio": ours / theirs, "target": 0.5})
         log(f"  {name}: peak RSS ours {ours:.0f} MB, torch {theirs:.0f} MB, ratio {ours / theirs:.2f}")
@@ -268,38 +286,53 @@ SCALING_T = (10, 25, 50, 100, 200)
 SCALING_N = (1, 8, 32, 128, 512)
 
 
-def _ours_backward_bytes(spec) -> int:
-    """Peak bytes NumPy allocates during one loss_and_grad (tracemalloc sees NumPy's allocations)."""
+def _ours_backward_bytes(spec) -> dict:
+    """What our recurrent model holds for backward, and what one loss_and_grad allocates at its peak.
+
+    ``held``: the distinct arrays of the forward cache (``Recurrent._forward``; the caller's X excluded) plus
+    the logits, which the loss's delta needs. ``peak``: tracemalloc's peak over one ``loss_and_grad`` (NumPy
+    reports its allocations to tracemalloc): cache, backward temporaries and the gradients together.
+    """
     import tracemalloc
 
     model = make_model(spec)
     X, Y = make_data(spec)
     X = X.astype(model.dtype)
+    Xc, is_ids, Yc, state0, mask = model._check_all(X, Y, None, None)
+    cache = model._forward(Xc, is_ids, state0)
+    seen = {}
+    for v in list(cache.values()) + [model._logits(cache)]:
+        if isinstance(v, np.ndarray) and not np.shares_memory(v, Xc):
+            base = v if v.base is None else v.base
+            seen[id(base)] = base.nbytes
+    held = sum(seen.values())
+    del cache
     model.loss_and_grad(X, Y)
     tracemalloc.start()
     tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
+    base_mem = tracemalloc.get_traced_memory()[0]
     model.loss_and_grad(X, Y)
-    peak = tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1] - base_mem
     tracemalloc.stop()
-    return peak - base
+    return {"held": held, "peak": peak}
 
 
 def _torch_saved_bytes(spec) -> int:
-    """Bytes of the tensors autograd saves for backward (distinct storages), through saved_tensors_hooks."""
+    """Bytes of the tensors autograd saves for backward (distinct storages, the input X and the parameters
+    excluded), through saved_tensors_hooks."""
     import torch
 
     from .cases import make_side
 
     side = make_side(spec, "torch")
+    skip = {side.X.untyped_storage().data_ptr()} | {p.untyped_storage().data_ptr() for p in side.parameters}
+    skip |= {p.untyped_storage().data_ptr() for p in side.cell.parameters()}
     seen = {}
 
     def pack(t):
-        try:
-            key = t.untyped_storage().data_ptr()
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        except Exception:  # noqa: BLE001 - a tensor without storage counts nothing
-            pass
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -327,9 +360,10 @@ def run_scaling(st, log=print) -> list:
                 ours_b = _ours_backward_bytes(spec)
                 torch_b = _torch_saved_bytes(spec)
                 rows.append({"suite": "scaling", "axis": "memory-T", "name": case_name(spec), "x": T,
-                             "ours_bytes": ours_b, "torch_saved_bytes": torch_b})
-                log(f"  memory vs T: {case_name(spec)}: ours peak {ours_b / 2**20:.1f} MiB, "
-                    f"torch saved {torch_b / 2**20:.1f} MiB")
+                             "ours_bytes": ours_b["held"], "ours_peak_bytes": ours_b["peak"],
+                             "torch_saved_bytes": torch_b})
+                log(f"  memory vs T: {case_name(spec)}: ours holds {ours_b['held'] / 2**20:.2f} MiB "
+                    f"(peak {ours_b['peak'] / 2**20:.2f}), torch saves {torch_b / 2**20:.2f} MiB")
     else:
         rows.append({"suite": "scaling", "axis": "T", "name": "RNN", "skipped": "manual_bp has no RNN yet"})
     for N in Ns:

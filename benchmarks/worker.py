@@ -3,7 +3,7 @@
 It runs one side with its library's default threads and answers JSON requests, one per line on stdin:
 
     {"op": "build", "spec": {...}}            make that side of a case (cases.make_side)
-    {"op": "gemm", "n": 1024, "dtype": ...}   make an n x n GEMM with this side's library (the peak)
+    {"op": "gemm", "shape": [m, k, n], ...}   make an (m, k) @ (k, n) GEMM with this side's library (the peak)
     {"op": "warm", "seconds": s, "block_s": b} warm up; reply {"inner": calls per timed block}
     {"op": "run", "inner": k}                 reply {"t": seconds per call over k calls}
     {"op": "threads"} / {"op": "info"}        the thread counts / BLAS and thread pools of this process
@@ -55,7 +55,7 @@ def main(side: str) -> None:
                 fn = make_side(req["spec"], side).step
                 reply = {"ok": True}
             elif op == "gemm":
-                fn = gemm_fn("numpy" if side == "ours" else "torch", req["n"], req["dtype"])
+                fn = gemm_fn("numpy" if side == "ours" else "torch", req["shape"], req["dtype"])
                 reply = {"ok": True}
             elif op == "warm":
                 reply = {"inner": warm_up(fn, req["seconds"], req["block_s"])}
