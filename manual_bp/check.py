@@ -95,8 +95,13 @@ def _mlp_case(name, net, X, Y) -> Case:
 def mlp_cases(rng, n):
     """Random MLPs: 1-4 weight layers, widths 1-12, every activation/loss pairing, both dtypes."""
     hidden = ["sigmoid", "tanh", "relu", "identity", "softplus"]
-    pairs = [("squared_error", "sigmoid"), ("squared_error", "tanh"), ("squared_error", "identity"),
-             ("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")]
+    pairs = [
+        ("squared_error", "sigmoid"),
+        ("squared_error", "tanh"),
+        ("squared_error", "identity"),
+        ("cross_entropy", "softmax"),
+        ("binary_cross_entropy", "sigmoid"),
+    ]
     out = []
     for i in range(n):
         L = int(rng.integers(1, 5))
@@ -105,8 +110,14 @@ def mlp_cases(rng, n):
         if loss == "cross_entropy":
             sizes[-1] = max(sizes[-1], 2)
         dtype = np.float32 if i % 4 == 3 else np.float64
-        net = MLP(sizes, hidden[int(rng.integers(len(hidden)))], act, loss, dtype=dtype,
-                  seed=int(rng.integers(2**31)))
+        net = MLP(
+            sizes,
+            hidden[int(rng.integers(len(hidden)))],
+            act,
+            loss,
+            dtype=dtype,
+            seed=int(rng.integers(2**31)),
+        )
         N = int(rng.integers(1, 9))
         X = rng.standard_normal((N, sizes[0]))
         if loss == "cross_entropy":
@@ -124,7 +135,9 @@ def logreg_cases(rng, n):
     out = []
     for _ in range(max(1, n // 4)):
         d = int(rng.integers(1, 9))
-        net = MLP([d, 1], output_activation="sigmoid", loss="binary_cross_entropy", seed=int(rng.integers(2**31)))
+        net = MLP(
+            [d, 1], output_activation="sigmoid", loss="binary_cross_entropy", seed=int(rng.integers(2**31))
+        )
         N = int(rng.integers(2, 17))
         X = rng.standard_normal((N, d))
         y = (rng.uniform(size=N) < 0.5).astype(np.float64)
@@ -181,13 +194,26 @@ def run_check(n=8, seed=0, families=None, out=print, as_json=False) -> int:
             rows.append(run_case(case, ref))
     failed = [r for r in rows if not r["ok"]]
     if as_json:
-        out(json.dumps({"seed": seed, "n": n, "torch": ref is not None, "rows": rows,
-                        "passed": len(rows) - len(failed), "failed": len(failed)}, indent=2))
+        out(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "n": n,
+                    "torch": ref is not None,
+                    "rows": rows,
+                    "passed": len(rows) - len(failed),
+                    "failed": len(failed),
+                },
+                indent=2,
+            )
+        )
     else:
         out(format_table(rows, torch=ref is not None))
         for r in failed:
-            out(f"FAIL {r['model']} {r['arch']} {r['dtype']}: " + "; ".join(
-                r[k] for k in ("torch_worst", "fd_worst") if k in r))
+            out(
+                f"FAIL {r['model']} {r['arch']} {r['dtype']}: "
+                + "; ".join(r[k] for k in ("torch_worst", "fd_worst") if k in r)
+            )
         out(f"{len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
@@ -197,8 +223,17 @@ def format_table(rows, torch=True) -> str:
         return "-" if x is None else f"{x:.1e}"
 
     header = ["model", "architecture", "dtype", "vs torch", "vs finite diff", "result"]
-    body = [[r["model"], r["arch"], r["dtype"], fmt(r["torch_error"]) if torch else "n/a",
-             fmt(r["fd_error"]), "pass" if r["ok"] else "FAIL"] for r in rows]
+    body = [
+        [
+            r["model"],
+            r["arch"],
+            r["dtype"],
+            fmt(r["torch_error"]) if torch else "n/a",
+            fmt(r["fd_error"]),
+            "pass" if r["ok"] else "FAIL",
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))

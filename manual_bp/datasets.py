@@ -67,11 +67,15 @@ def load_npz(path, test_fraction=0.2, seed=0, dtype=np.float64):
     elif {"X", "y"} <= set(arrays):
         parts = _split(arrays["X"], arrays["y"], test_fraction, seed)
     else:
-        raise ValueError(f"{path} must hold arrays X_train, y_train, X_test, y_test (or X, y); got {sorted(arrays)}")
+        raise ValueError(
+            f"{path} must hold arrays X_train, y_train, X_test, y_test (or X, y); got {sorted(arrays)}"
+        )
     X_train, y_train, X_test, y_test = parts
     for name, X, y in (("train", X_train, y_train), ("test", X_test, y_test)):
         if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(X) == 0:
-            raise ValueError(f"{path}: {name} X must be (N, D) and y (N,) with N >= 1; got {X.shape} and {y.shape}")
+            raise ValueError(
+                f"{path}: {name} X must be (N, D) and y (N,) with N >= 1; got {X.shape} and {y.shape}"
+            )
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{path}: y_{name} must hold integer labels; got dtype {y.dtype}")
         if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():

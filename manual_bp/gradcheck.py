@@ -42,7 +42,8 @@ class ParamReport:
 
     def __str__(self):
         return (
-            f"{self.name} {self.shape}: error {self.error:.3e} (allowance {self.tol:.1e}) at index {self.index}: "
+            f"{self.name} {self.shape}: error {self.error:.3e} (allowance {self.tol:.1e}) "
+            f"at index {self.index}: "
             f"got {self.value!r}, reference {self.reference!r}"
         )
 
@@ -95,7 +96,9 @@ def rel_error(name, value, reference, tol, floor) -> ParamReport:
     return ParamReport(name, g.shape, err, tuple(int(k) for k in i), float(g[i]), float(r[i]), tol)
 
 
-def compare_grads(grads: dict, reference: dict, tol: float, floor: float = 1e-3, keys=None) -> GradcheckResult:
+def compare_grads(
+    grads: dict, reference: dict, tol: float, floor: float = 1e-3, keys=None
+) -> GradcheckResult:
     """Compare two gradient dicts key by key (``keys`` defaults to the reference's keys)."""
     keys = list(reference) if keys is None else list(keys)
     missing = [k for k in keys if k not in grads]
@@ -136,8 +139,9 @@ def numerical_grad(f, params: dict, eps: float = 1e-6, keys=None) -> dict:
     return out
 
 
-def gradcheck(f, params: dict, grads: dict, eps: float = 1e-6, tol: float = 1e-6, floor: float = 1e-3,
-              keys=None) -> GradcheckResult:
+def gradcheck(
+    f, params: dict, grads: dict, eps: float = 1e-6, tol: float = 1e-6, floor: float = 1e-3, keys=None
+) -> GradcheckResult:
     """Check ``grads`` (e.g. from your own backward pass) against central differences of ``f``.
 
     Parameters

@@ -1,4 +1,4 @@
-"""The tasks behind ``manual-bp train`` and ``manual-bp vanishing``: real data, embedded defaults, no download.
+"""The tasks behind ``manual-bp train`` and ``manual-bp vanishing``: real data, no download.
 
 Each task returns a plain dict (what ``--json`` prints) and reports progress through ``log`` (a print-like
 callable). ``quick=True`` shrinks every budget to seconds (the tests use it) without changing the code path.
@@ -39,14 +39,24 @@ def make_recurrent(name, input_size, hidden_size, output_size, loss="cross_entro
 MLP_SETUPS = {
     "seed": dict(
         description="the seed's set-up: [64, 30, 10], sigmoid, squared error, plain SGD (lr 3.0, batch 10)",
-        sizes=[64, 30, 10], hidden="sigmoid", output="sigmoid", loss="squared_error",
-        optimizer=("sgd", dict(lr=3.0)), batch_size=10, epochs=60,
+        sizes=[64, 30, 10],
+        hidden="sigmoid",
+        output="sigmoid",
+        loss="squared_error",
+        optimizer=("sgd", dict(lr=3.0)),
+        batch_size=10,
+        epochs=60,
     ),
     "best": dict(
         description="[64, 128, 10], tanh, softmax + cross-entropy, SGD with Nesterov momentum 0.9 "
         "(lr 0.05, batch 32, weight decay 1e-4)",
-        sizes=[64, 128, 10], hidden="tanh", output="softmax", loss="cross_entropy",
-        optimizer=("nesterov", dict(lr=0.05, momentum=0.9, weight_decay=1e-4)), batch_size=32, epochs=60,
+        sizes=[64, 128, 10],
+        hidden="tanh",
+        output="softmax",
+        loss="cross_entropy",
+        optimizer=("nesterov", dict(lr=0.05, momentum=0.9, weight_decay=1e-4)),
+        batch_size=32,
+        epochs=60,
     ),
 }
 
@@ -75,8 +85,10 @@ def train_mlp(data=None, epochs=None, quick=False, seed=0, progress=False, log=_
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     if quick:  # a small subset and a few epochs: seconds, the same code path
         X_train, y_train = X_train[:300], y_train[:300]
-    log(f"data: {source}: {len(X_train)} training and {len(X_test)} test samples, "
-        f"{X_train.shape[1]} features, {n_classes} classes")
+    log(
+        f"data: {source}: {len(X_train)} training and {len(X_test)} test samples, "
+        f"{X_train.shape[1]} features, {n_classes} classes"
+    )
     results = []
     for name in setups or MLP_SETUPS:
         s = MLP_SETUPS[name]
@@ -90,23 +102,48 @@ def train_mlp(data=None, epochs=None, quick=False, seed=0, progress=False, log=_
         opt = _optimizer(kind, net.params, hyper)
         n_epochs = epochs or (5 if quick else s["epochs"])
         t0 = time.perf_counter()
-        history = fit(net, opt, X_train, Y_train, epochs=n_epochs, batch_size=s["batch_size"], seed=seed,
-                      progress=progress)
+        history = fit(
+            net,
+            opt,
+            X_train,
+            Y_train,
+            epochs=n_epochs,
+            batch_size=s["batch_size"],
+            seed=seed,
+            progress=progress,
+        )
         seconds = time.perf_counter() - t0
         test_acc = float((net.predict(X_test) == y_test).mean())
         train_acc = float((net.predict(X_train) == y_train).mean())
-        log(f"{name:5s} {s['description']}: {n_epochs} epochs in {seconds:.1f} s, "
-            f"train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f}")
-        results.append({
-            "setup": name, "description": s["description"], "sizes": sizes, "epochs": n_epochs,
-            "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],
-            "train_accuracy": train_acc, "test_accuracy": test_acc, "seconds": seconds,
-        })
-    return {"task": "mlp", "data": source, "n_train": len(X_train), "n_test": len(X_test), "seed": seed,
-            "quick": quick, "results": results}
+        log(
+            f"{name:5s} {s['description']}: {n_epochs} epochs in {seconds:.1f} s, "
+            f"train accuracy {train_acc:.4f}, test accuracy {test_acc:.4f}"
+        )
+        results.append(
+            {
+                "setup": name,
+                "description": s["description"],
+                "sizes": sizes,
+                "epochs": n_epochs,
+                "first_loss": history[0]["loss"],
+                "final_loss": history[-1]["loss"],
+                "train_accuracy": train_acc,
+                "test_accuracy": test_acc,
+                "seconds": seconds,
+            }
+        )
+    return {
+        "task": "mlp",
+        "data": source,
+        "n_train": len(X_train),
+        "n_test": len(X_test),
+        "seed": seed,
+        "quick": quick,
+        "results": results,
+    }
 
 
-# ---------------------------------------------------------------------------------------------- language model
+# ------------------------------------------------------------------------------------------- language model
 def sample_text(model, vocab, prime: str, length: int, rng, temperature=0.8) -> str:
     """Generate ``length`` characters after ``prime``, feeding each sample back in, state carried along."""
     if temperature <= 0:
@@ -128,8 +165,21 @@ def sample_text(model, vocab, prime: str, length: int, rng, temperature=0.8) -> 
     return vocab.decode(out)
 
 
-def train_lm(model="lstm", text=None, epochs=None, hidden=128, chunk_length=50, n_streams=32, lr=3e-3,
-             max_chars=None, quick=False, seed=0, sample_length=300, progress=False, log=_silent):
+def train_lm(
+    model="lstm",
+    text=None,
+    epochs=None,
+    hidden=128,
+    chunk_length=50,
+    n_streams=16,
+    lr=1e-2,
+    max_chars=None,
+    quick=False,
+    seed=0,
+    sample_length=300,
+    progress=False,
+    log=_silent,
+):
     """A character-level language model on one long text, trained by truncated BPTT with carried state.
 
     text : path of a UTF-8 text file, or None for the Python documentation topics in ``pydoc_data``.
@@ -155,36 +205,77 @@ def train_lm(model="lstm", text=None, epochs=None, hidden=128, chunk_length=50, 
     n_val_streams = max(1, min(n_streams, (len(held) - 1) // chunk_length))
     net = make_recurrent(model, len(vocab), hidden, len(vocab), seed=seed)
     opt = Adam(net.params, lr=lr, clip_norm=5.0)
-    log(f"data: {source}: {len(train)} training and {len(held)} held-out characters, vocabulary {len(vocab)}; "
-        f"{model.upper()} H={hidden}, chunks of {chunk_length} x {n_streams} streams, Adam lr {lr}, clip 5")
+    log(
+        f"data: {source}: {len(train)} training and {len(held)} held-out characters, "
+        f"vocabulary {len(vocab)}; "
+        f"{model.upper()} H={hidden}, chunks of {chunk_length} x {n_streams} streams, Adam lr {lr}, clip 5"
+    )
     before = evaluate_stream(net, held[:-1], held[1:], chunk_length, n_val_streams)["loss"] / LN2
-    log(f"epoch 0: held-out {before:.3f} bits per character (untrained; log2({len(vocab)}) = "
-        f"{np.log2(len(vocab)):.3f})")
+    log(
+        f"epoch 0: held-out {before:.3f} bits per character (untrained; log2({len(vocab)}) = "
+        f"{np.log2(len(vocab)):.3f})"
+    )
     epochs_out = []
 
     def report(record):
         bpc = record["val_loss"] / LN2
         epochs_out.append({"epoch": record["epoch"], "train_bpc": record["loss"] / LN2, "val_bpc": bpc})
-        log(f"epoch {record['epoch']}: train {record['loss'] / LN2:.3f}, held-out {bpc:.3f} bits per character")
+        log(
+            f"epoch {record['epoch']}: train {record['loss'] / LN2:.3f}, "
+            f"held-out {bpc:.3f} bits per character"
+        )
 
     t0 = time.perf_counter()
-    fit_stream(net, opt, train[:-1], train[1:], epochs=epochs, chunk_length=chunk_length, n_streams=n_streams,
-               validation=(held[:-1], held[1:]), progress=progress, callback=report)
+    fit_stream(
+        net,
+        opt,
+        train[:-1],
+        train[1:],
+        epochs=epochs,
+        chunk_length=chunk_length,
+        n_streams=n_streams,
+        validation=(held[:-1], held[1:]),
+        progress=progress,
+        callback=report,
+    )
     seconds = time.perf_counter() - t0
     prime = "The " if set("The ") <= set(vocab.chars) else corpus[:4]
-    sample = prime + sample_text(net, vocab, prime, 60 if quick else sample_length, np.random.default_rng(seed))
+    sample = prime + sample_text(
+        net, vocab, prime, 60 if quick else sample_length, np.random.default_rng(seed)
+    )
     log(f"sample: {sample}")
-    return {"task": "lm", "model": model, "data": source, "n_train": len(train), "n_held_out": len(held),
-            "vocabulary": len(vocab), "hidden": hidden, "seed": seed, "quick": quick,
-            "untrained_bpc": before, "epochs": epochs_out, "seconds": seconds, "sample": sample}
+    return {
+        "task": "lm",
+        "model": model,
+        "data": source,
+        "n_train": len(train),
+        "n_held_out": len(held),
+        "vocabulary": len(vocab),
+        "hidden": hidden,
+        "seed": seed,
+        "quick": quick,
+        "untrained_bpc": before,
+        "epochs": epochs_out,
+        "seconds": seconds,
+        "sample": sample,
+    }
 
 
-# ---------------------------------------------------------------------------------------------- adding problem
+# ------------------------------------------------------------------------------------------- adding problem
 ADDING_BASELINE = 1 / 6  # MSE of always predicting 1, the mean of the sum of two U(0, 1)
 
 
-def train_adding(models=("rnn", "lstm", "gru"), T=100, steps=None, hidden=64, batch_size=50, lr=1e-2,
-                 quick=False, seed=0, log=_silent):
+def train_adding(
+    models=("rnn", "lstm", "gru"),
+    T=100,
+    steps=None,
+    hidden=64,
+    batch_size=50,
+    lr=1e-2,
+    quick=False,
+    seed=0,
+    log=_silent,
+):
     """The adding problem at length T: each model trained for the same budget of Adam steps on fresh batches.
 
     Reports the test MSE (2,000 fresh sequences) against the 0.167 of predicting the mean.
@@ -197,9 +288,11 @@ def train_adding(models=("rnn", "lstm", "gru"), T=100, steps=None, hidden=64, ba
     X_test, Y_test, m_test = datasets.adding_problem(T, 200 if quick else 2000, rng_test)
     for name in models:
         net = make_recurrent(name, 2, hidden, 1, loss="squared_error", seed=seed)
-        if name == "lstm":  # forget-gate bias 1: remember by default (Gers et al. 2000; Jozefowicz et al. 2015)
+        if (
+            name == "lstm"
+        ):  # forget-gate bias 1: remember by default (Gers et al. 2000; Jozefowicz et al. 2015)
             H = hidden
-            net.params["b"][H:2 * H] = 1.0
+            net.params["b"][H : 2 * H] = 1.0
         opt = Adam(net.params, lr=lr, clip_norm=1.0)
         rng = np.random.default_rng([seed, 2])
         t0 = time.perf_counter()
@@ -214,12 +307,24 @@ def train_adding(models=("rnn", "lstm", "gru"), T=100, steps=None, hidden=64, ba
                 log(f"{name.upper():4s} T={T} step {step}: test MSE {mse:.4f}")
         seconds = time.perf_counter() - t0
         results.append({"model": name, "test_mse": curve[-1]["test_mse"], "curve": curve, "seconds": seconds})
-    return {"task": "adding", "T": T, "steps": steps, "hidden": hidden, "batch_size": batch_size, "lr": lr,
-            "seed": seed, "quick": quick, "baseline_mse": ADDING_BASELINE, "results": results}
+    return {
+        "task": "adding",
+        "T": T,
+        "steps": steps,
+        "hidden": hidden,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "quick": quick,
+        "baseline_mse": ADDING_BASELINE,
+        "results": results,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- vanishing
-def vanishing(T=100, hidden=32, input_size=10, output_size=10, seed=0, forget_bias=1.0, plot=None, log=_silent):
+def vanishing(
+    T=100, hidden=32, input_size=10, output_size=10, seed=0, forget_bias=1.0, plot=None, log=_silent
+):
     """``||dE_T/ds_k||`` against T - k for RNN, LSTM and GRU on the same random sequence, default init.
 
     ``forget_bias`` (0 to skip) adds one more LSTM whose forget-gate bias is raised by that much: the usual
@@ -237,14 +342,21 @@ def vanishing(T=100, hidden=32, input_size=10, output_size=10, seed=0, forget_bi
     # ~0.5, and the cell-state path dc_{k-1} = dc_k * f decays that much more slowly.
     if forget_bias:
         net = make_recurrent("lstm", input_size, hidden, output_size, seed=seed)
-        net.params["b"][hidden:2 * hidden] += forget_bias
+        net.params["b"][hidden : 2 * hidden] += forget_bias
         norms = vanishing_gradients(net, X, Y)
         curves[f"lstm+fb{forget_bias:g}"] = {part: v.tolist() for part, v in norms.items()}
     written = None
     if plot is not None:
         written = _plot_vanishing(curves, T, plot)
-    return {"task": "vanishing", "T": T, "hidden": hidden, "seed": seed, "forget_bias": forget_bias,
-            "curves": curves, "plot": written}
+    return {
+        "task": "vanishing",
+        "T": T,
+        "hidden": hidden,
+        "seed": seed,
+        "forget_bias": forget_bias,
+        "curves": curves,
+        "plot": written,
+    }
 
 
 def _plot_vanishing(curves, T, path):
@@ -261,7 +373,13 @@ def _plot_vanishing(curves, T, path):
         for part, values in parts.items():
             label = f"{name.upper().replace('+FB', ', forget bias +')}  ||dE_T/d{part}_k||"
             values = np.asarray(values, dtype=float)
-            ax.semilogy(lag, np.where(values > 0, values, np.nan), label=label, lw=1.6, ls="-" if part == "h" else "--")
+            ax.semilogy(
+                lag,
+                np.where(values > 0, values, np.nan),
+                label=label,
+                lw=1.6,
+                ls="-" if part == "h" else "--",
+            )
     ax.set_xlabel("T - k  (steps back from the last one)")
     ax.set_ylabel("gradient norm (log scale)")
     ax.set_title(f"The vanishing gradient: one random sequence, T = {T}, default initialisation")

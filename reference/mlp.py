@@ -1,4 +1,5 @@
-"""torch oracle for ``manual_bp.MLP``: ``nn.Linear`` layers, torch activations, ``torch.nn.functional`` losses."""
+"""torch oracle for ``manual_bp.MLP``: ``nn.Linear`` layers, torch activations, ``torch.nn.functional``
+losses."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _torch_dtype(dtype):
 
 
 def build_mlp(net, dtype=None) -> nn.Sequential:
-    """``nn.Sequential`` of ``nn.Linear`` layers holding copies of ``net.params`` (activations applied apart)."""
+    """``nn.Sequential`` of ``nn.Linear`` layers holding copies of ``net.params`` (activations apart)."""
     tdt = _torch_dtype(net.dtype if dtype is None else dtype)
     layers = []
     for l in range(1, len(net.sizes)):
@@ -102,7 +103,10 @@ def mlp_jvp(net, X, Y, tangents, dtype=None):
         names[f"{l - 1}.weight"] = f"W{l}"
         names[f"{l - 1}.bias"] = f"b{l}"
     primals = {tn: p.detach() for tn, p in layers.named_parameters()}
-    tans = {tn: torch.as_tensor(np.asarray(tangents[ours], dtype=np.float64)).to(tdt) for tn, ours in names.items()}
+    tans = {
+        tn: torch.as_tensor(np.asarray(tangents[ours], dtype=np.float64)).to(tdt)
+        for tn, ours in names.items()
+    }
 
     def f(p):
         a = Xt

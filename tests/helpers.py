@@ -28,7 +28,7 @@ def tol_torch(dtype) -> float:
 
 def assert_grads_close(ours: dict, ref: dict, tol: float, floor: float, what: str = "", keys=None):
     """Fail with every offending parameter's name, shape, worst index, both values, error and allowance."""
-    for k in (keys if keys is not None else ref):
+    for k in keys if keys is not None else ref:
         if np.shape(ours[k]) != np.shape(ref[k]):
             raise AssertionError(f"{what}{k}: shape {np.shape(ours[k])} != reference {np.shape(ref[k])}")
     result = compare_grads(ours, ref, tol=tol, floor=floor, keys=keys)
@@ -41,7 +41,9 @@ def assert_grads_close(ours: dict, ref: dict, tol: float, floor: float, what: st
 def assert_scalar_close(ours: float, ref: float, tol: float, what: str):
     err = abs(ours - ref) / max(abs(ours), abs(ref), 1.0)
     if not err <= tol:
-        raise AssertionError(f"{what}: got {ours!r}, reference {ref!r}, error {err:.3e} > allowance {tol:.1e}")
+        raise AssertionError(
+            f"{what}: got {ours!r}, reference {ref!r}, error {err:.3e} > allowance {tol:.1e}"
+        )
 
 
 def fd_grads(loss_at, params: dict, keys=None) -> dict:

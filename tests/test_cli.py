@@ -81,8 +81,9 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
 
 
 def test_python_dash_m_is_the_same_command():
-    proc = subprocess.run([sys.executable, "-m", "manual_bp", "--version"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "manual_bp", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("manual-bp ")
 
 
@@ -94,6 +95,14 @@ def test_import_does_not_import_torch():
 
 
 def test_format_table_handles_missing_torch_column():
-    rows = [{"model": "MLP", "arch": "[1, 1]", "dtype": "float64", "torch_error": None, "fd_error": 1e-9,
-             "ok": True}]
+    rows = [
+        {
+            "model": "MLP",
+            "arch": "[1, 1]",
+            "dtype": "float64",
+            "torch_error": None,
+            "fd_error": 1e-9,
+            "ok": True,
+        }
+    ]
     assert "n/a" in format_table(rows, torch=False)

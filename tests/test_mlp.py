@@ -1,4 +1,4 @@
-"""MLP gradients (BP1-BP4) against torch autograd and central finite differences, over random architectures."""
+"""MLP gradients (BP1-BP4) against torch autograd and central finite differences, random architectures."""
 
 import numpy as np
 import pytest
@@ -114,7 +114,7 @@ def test_saturated_cross_entropy_is_finite_and_matches_torch():
 @example(d=1, N=1, seed=0)
 @given(st.integers(1, 8), st.integers(1, 16), st.integers(0, 2**32 - 1))
 def test_logistic_regression_is_a_one_output_net(d, N, seed):
-    """The seed's logistic regression: MLP([n, 1]) with a sigmoid and binary cross-entropy, y of shape (N,)."""
+    """The seed's logistic regression: MLP([n, 1]), sigmoid and binary cross-entropy, y of shape (N,)."""
     rng = np.random.default_rng(seed)
     net = MLP([d, 1], output_activation="sigmoid", loss="binary_cross_entropy", seed=seed)
     X = rng.standard_normal((N, d))
@@ -135,7 +135,7 @@ def test_batch_loss_is_mean_of_sample_losses_and_grad_is_mean_of_sample_grads():
     net = MLP([3, 5, 2], "tanh", "sigmoid", "squared_error", seed=0)
     X, Y = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
     E, g = net.loss_and_grad(X, Y)
-    singles = [net.loss_and_grad(X[i:i + 1], Y[i:i + 1]) for i in range(4)]
+    singles = [net.loss_and_grad(X[i : i + 1], Y[i : i + 1]) for i in range(4)]
     assert abs(E - np.mean([s[0] for s in singles])) < 1e-14
     for k in g:
         np.testing.assert_allclose(g[k], np.mean([s[1][k] for s in singles], axis=0), rtol=1e-12, atol=1e-15)

@@ -26,11 +26,18 @@ def unchanged(net, before):
         (dict(sizes=[3, 2.5]), TypeError, r"sizes\[1\] must be an integer"),
         (dict(sizes="32"), TypeError, "list of layer widths"),
         (dict(sizes=[3, 2], hidden_activation="swish"), ValueError, "hidden_activation must be one of"),
-        (dict(sizes=[3, 2], output_activation="softmax"), ValueError, "only allowed with loss='cross_entropy'"),
+        (
+            dict(sizes=[3, 2], output_activation="softmax"),
+            ValueError,
+            "only allowed with loss='cross_entropy'",
+        ),
         (dict(sizes=[3, 2], loss="hinge"), ValueError, "loss must be one of"),
         (dict(sizes=[3, 2], loss="cross_entropy"), ValueError, "needs output_activation='softmax'"),
-        (dict(sizes=[3, 2], loss="binary_cross_entropy", output_activation="tanh"), ValueError,
-         "needs output_activation='sigmoid'"),
+        (
+            dict(sizes=[3, 2], loss="binary_cross_entropy", output_activation="tanh"),
+            ValueError,
+            "needs output_activation='sigmoid'",
+        ),
         (dict(sizes=[3, 2], dtype=np.int32), TypeError, "float32 or float64; got int32"),
         (dict(sizes=[3, 2], seed=-1), ValueError, "seed must be >= 0"),
     ],
@@ -50,7 +57,13 @@ def _nets():
 
 X_OK = np.ones((2, 3))
 BAD_CALLS = [
-    ("se", np.ones((2, 4)), np.ones((2, 2)), ValueError, re.escape("X must have shape (N, n0=3); got (2, 4)")),
+    (
+        "se",
+        np.ones((2, 4)),
+        np.ones((2, 2)),
+        ValueError,
+        re.escape("X must have shape (N, n0=3); got (2, 4)"),
+    ),
     ("se", np.ones(3), np.ones((1, 2)), ValueError, re.escape("X must have shape (N, n0=3); got (3,)")),
     ("se", np.ones((0, 3)), np.ones((0, 2)), ValueError, "N >= 1"),
     ("se", X_OK, np.ones((3, 2)), ValueError, re.escape("Y must have shape (N=2, nL=2); got (3, 2)")),
@@ -90,7 +103,10 @@ def test_forward_rejects_bad_X():
     [
         (lambda t: t.pop("b2"), r"missing \['b2'\]"),
         (lambda t: t.update(W9=np.zeros(1)), r"unexpected \['W9'\]"),
-        (lambda t: t.update(W1=np.zeros((3, 4))), re.escape("tangents['W1'] must have shape (4, 3); got (3, 4)")),
+        (
+            lambda t: t.update(W1=np.zeros((3, 4))),
+            re.escape("tangents['W1'] must have shape (4, 3); got (3, 4)"),
+        ),
         (lambda t: t.update(b1=np.full(4, np.nan)), "must be finite"),
     ],
 )

@@ -1,4 +1,5 @@
-"""``manual-bp train`` and ``manual-bp vanishing``: --quick runs succeed and learn; bad arguments get a message."""
+"""``manual-bp train`` and ``manual-bp vanishing``: --quick runs succeed and learn; bad arguments get a
+message."""
 
 import json
 
@@ -45,7 +46,9 @@ def test_train_lm_quick_loss_falls(capsys):
 def test_train_lm_on_user_text(tmp_path, capsys):
     path = tmp_path / "t.txt"
     path.write_text("abcabcabd " * 60, encoding="utf-8")
-    result = run_json(["train", "lm", "--model", "rnn", "--text", str(path), "--quick", "--seq-len", "10"], capsys)
+    result = run_json(
+        ["train", "lm", "--model", "rnn", "--text", str(path), "--quick", "--seq-len", "10"], capsys
+    )
     assert result["vocabulary"] == 5 and result["epochs"][-1]["val_bpc"] < result["untrained_bpc"]
 
 
@@ -127,8 +130,10 @@ def test_bad_npz_gets_a_message(tmp_path, capsys):
 
 def test_missing_scikit_learn_gets_install_hint(monkeypatch, capsys):
     def missing(*a, **k):
-        raise datasets.MissingDependency("the digits data ships inside scikit-learn, which is not installed: "
-                                         "pip install 'manual-bp[train]'")
+        raise datasets.MissingDependency(
+            "the digits data ships inside scikit-learn, which is not installed: "
+            "pip install 'manual-bp[train]'"
+        )
 
     monkeypatch.setattr(tasks.datasets, "load_digits", missing)
     assert main(["train", "mlp", "--quick"]) == 2
