@@ -65,7 +65,7 @@ class GRU(Recurrent):
         H = self.hidden_size
         S, HN = cache["S"], cache["HN"]
         a = cache["G"][s]  # (N, 3H): holds U x_t + b, becomes [r z n]
-        gh = np.matmul(S[s], self.params["W"].T, out=work)  # (G1) one product for all three gates
+        gh = np.matmul(S[s], cache["WT"], out=work)  # (G1) one product for all three gates
         gh += self.params["bh"]  # (G1)
         a[:, : 2 * H] += gh[:, : 2 * H]
         sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # (G2) r, z

@@ -69,7 +69,7 @@ class LSTM(Recurrent):
         H = self.hidden_size
         S, C, TC = cache["S"], cache["C"], cache["TC"]
         a = cache["G"][s]  # (N, 4H): holds U x_t + b, becomes [i f g o]
-        a += np.matmul(S[s], self.params["W"].T, out=work)  # (L1) one product for all four gates
+        a += np.matmul(S[s], cache["WT"], out=work)  # (L1) one product for all four gates
         sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # (L2) i, f
         np.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # (L2) g
         sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])  # (L2) o

@@ -243,6 +243,9 @@ class Recurrent:
         T, N = X.shape[:2]
         H = self.hidden_size
         cache = {"X": X, "is_ids": is_ids, "G": self._project(X, is_ids, self.params["U"], self.params["b"])}
+        # W^T (H, nG*H) as a contiguous copy, once per pass: the step's (N, H) @ (H, nG*H) product runs 1.4-1.9x
+        # faster in OpenBLAS from a row-major W^T than from the transposed view of W (small N; benchmarks/).
+        cache["WT"] = np.ascontiguousarray(self.params["W"].T)
         for part, s0 in zip(self.STATES, state0):
             S = np.empty((T + 1, N, H), dtype=self.dtype)
             S[0] = s0

@@ -65,7 +65,7 @@ class RNN(Recurrent):
 
     def _step(self, s, cache, work):
         S, z = cache["S"], cache["G"][s]  # G[s] holds U x_t + b and becomes z_t
-        z += np.matmul(S[s], self.params["W"].T, out=work)  # (R1) z_t = U x_t + W s_{t-1} + b
+        z += np.matmul(S[s], cache["WT"], out=work)  # (R1) z_t = U x_t + W s_{t-1} + b
         if self.nonlinearity == "tanh":
             np.tanh(z, out=S[s + 1])  # (R2)
         else:
