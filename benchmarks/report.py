@@ -162,7 +162,7 @@ def render(results: dict) -> str:
             L.append("### Memory held for backward against T")
             L.append("")
             L.append("Ours held: the arrays of the forward cache (states, gate values, input projection) and the "
-                     "logits, the caller's X excluded. Ours peak: tracemalloc's peak over one `loss_and_grad` "
+                     "logits, the caller's X and the loop's copy of W^T excluded. Ours peak: tracemalloc's peak over one `loss_and_grad` "
                      "(cache, backward temporaries and gradients). Torch: the distinct storages autograd saves "
                      "for backward (saved_tensors_hooks), X and the parameters excluded.")
             L.append("")

@@ -298,10 +298,11 @@ def _ours_backward_bytes(spec) -> dict:
     model = make_model(spec)
     X, Y = make_data(spec)
     X = X.astype(model.dtype)
-    Xc, is_ids, Yc, state0, mask = model._check_all(X, Y, None, None)
+    Xc, is_ids, _, state0, _ = model._check_all(X, Y, None, None)
     cache = model._forward(Xc, is_ids, state0)
     seen = {}
-    for v in list(cache.values()) + [model._logits(cache)]:
+    per_step = [v for k, v in cache.items() if k != "WT"]  # WT: a copy of W^T for the loop, not per step
+    for v in per_step + [model._logits(cache)]:
         if isinstance(v, np.ndarray) and not np.shares_memory(v, Xc):
             base = v if v.base is None else v.base
             seen[id(base)] = base.nbytes
