@@ -17,8 +17,8 @@ def _verdict(ratio, target):
 
 
 def _training_table(rows, policies, peaks):
-    out = ["| case | check (max rel. err) | policy | ours ms | torch ms | ratio (min-max) | target | "
-           "ours GFLOP/s | torch GFLOP/s |",
+    out = ["| case | check (max rel. err) | policy (threads ours/torch) | ours ms | torch ms | ratio (min-max) | "
+           "target | ours GFLOP/s | torch GFLOP/s |",
            "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
     for row in rows:
         if "skipped" in row:
@@ -29,8 +29,10 @@ def _training_table(rows, policies, peaks):
             r = row.get(policy)
             if r is None:
                 continue
+            th = r.get("threads", {})
             out.append(
-                f"| {row['name']} | {chk} | {policy} | {_ms(r['ours_s'])} | {_ms(r['torch_s'])} | "
+                f"| {row['name']} | {chk} | {policy} ({th.get('ours')}/{th.get('torch')}) | {_ms(r['ours_s'])} | "
+                f"{_ms(r['torch_s'])} | "
                 f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | <= {row['target']}: "
                 f"{_verdict(r['ratio'], row['target'])} | {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} |"
             )

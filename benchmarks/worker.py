@@ -22,6 +22,8 @@ from benchmarks.harness import gemm_fn, time_block, warm_up
 
 
 def _threads(side):
+    import numpy  # noqa: F401 - load numpy's BLAS so that threadpoolctl can see it
+
     if side == "torch":
         import torch
 
@@ -32,7 +34,11 @@ def _threads(side):
 
 
 def _info(side):
+    import numpy  # noqa: F401 - load numpy's BLAS so that threadpoolctl can see it
     from threadpoolctl import threadpool_info
+
+    if side == "torch":
+        import torch  # noqa: F401 - and torch's OpenMP
 
     out = {"threadpools": threadpool_info()}
     if side == "torch":
