@@ -33,7 +33,9 @@ import numpy as np
 def sigmoid(z, out=None):
     """Logistic function ``1 / (1 + e^-z)``, correct for any finite z (e^-z = inf gives exactly 0)."""
     with np.errstate(over="ignore"):  # e^-z = inf for z < -709 is the right limit, not an error
-        a = np.negative(z, out=out)
+        # -z as a product, not np.negative: NumPy 2.4.6's float32 np.negative with a strided out= (a gate
+        # column of the stacked LSTM/GRU buffer) reads the wrong input element (tests/test_activations_out.py)
+        a = np.multiply(z, -1, out=out)
         np.exp(a, out=a)
     a += 1
     np.divide(1.0, a, out=a)
