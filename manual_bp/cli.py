@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     mlp.add_argument(
         "--data", metavar="FILE.npz", help="your own data: X_train, y_train, X_test, y_test (or X, y)"
     )
+    mlp.add_argument("--save", metavar="FILE.npz", help="save the last set-up's model and optimizer there")
     mlp.add_argument("--epochs", type=_positive_int, help="epochs per set-up (default 60; 5 with --quick)")
     common(mlp)
 
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lm.add_argument("--model", choices=["rnn", "lstm", "gru"], default="lstm", help="cell (default lstm)")
     lm.add_argument("--text", metavar="FILE", help="a UTF-8 text file (default: pydoc_data's topics)")
+    lm.add_argument(
+        "--save", metavar="FILE.npz", help="save the model, optimizer, schedule and vocabulary there"
+    )
     lm.add_argument("--epochs", type=_positive_int, help="epochs (default 5; 2 with --quick)")
     lm.add_argument("--hidden", type=_positive_int, default=128, help="hidden size H (default 128)")
     lm.add_argument("--seq-len", type=_positive_int, default=50, help="chunk length T (default 50)")
@@ -160,7 +164,13 @@ def _cmd_train(args, parser) -> int:
     progress = not (args.no_progress or args.json)
     if args.task == "mlp":
         result = tasks.train_mlp(
-            data=args.data, epochs=args.epochs, quick=args.quick, seed=args.seed, progress=progress, log=log
+            data=args.data,
+            epochs=args.epochs,
+            quick=args.quick,
+            seed=args.seed,
+            progress=progress,
+            log=log,
+            save=args.save,
         )
         if not args.json:
             print(
@@ -184,6 +194,7 @@ def _cmd_train(args, parser) -> int:
             seed=args.seed,
             progress=progress,
             log=log,
+            save=args.save,
         )
     else:
         models = ("rnn", "lstm", "gru") if args.model == "all" else (args.model,)

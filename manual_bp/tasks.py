@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import datasets
+from . import checkpoint, datasets
 from .gru import GRU
 from .lstm import LSTM
 from .mlp import MLP
@@ -71,7 +71,9 @@ def _optimizer(kind, params, hyper):
     raise ValueError(f"unknown optimizer {kind!r}")
 
 
-def train_mlp(data=None, epochs=None, quick=False, seed=0, progress=False, log=_silent, setups=None):
+def train_mlp(
+    data=None, epochs=None, quick=False, seed=0, progress=False, log=_silent, setups=None, save=None
+):
     """Train the digits classifiers of ``MLP_SETUPS`` and report held-out test accuracy for each.
 
     data : path of a ``.npz`` (see ``datasets.load_npz``) or None for scikit-learn's 8x8 digits.
@@ -132,6 +134,9 @@ def train_mlp(data=None, epochs=None, quick=False, seed=0, progress=False, log=_
                 "seconds": seconds,
             }
         )
+    if save is not None:
+        checkpoint.save(save, net, opt, extra={"task": "mlp", "setup": name, "test_accuracy": test_acc})
+        log(f"saved the {name!r} set-up's model and optimizer to {save}")
     return {
         "task": "mlp",
         "data": source,
@@ -179,6 +184,7 @@ def train_lm(
     sample_length=300,
     progress=False,
     log=_silent,
+    save=None,
 ):
     """A character-level language model on one long text, trained by truncated BPTT with carried state.
 
@@ -247,6 +253,10 @@ def train_lm(
         net, vocab, prime, 60 if quick else sample_length, np.random.default_rng(seed)
     )
     log(f"sample: {sample}")
+    if save is not None:
+        extra = {"task": "lm", "vocabulary": "".join(vocab.chars), "val_bpc": epochs_out[-1]["val_bpc"]}
+        checkpoint.save(save, net, opt, schedule, extra=extra)
+        log(f"saved the model, optimizer and schedule to {save}")
     return {
         "task": "lm",
         "model": model,

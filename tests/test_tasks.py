@@ -43,6 +43,22 @@ def test_train_lm_quick_loss_falls(capsys):
     assert result["sample"].startswith("The ") and len(result["sample"]) == 64
 
 
+def test_train_saves_checkpoints_that_load(tmp_path, capsys):
+    from manual_bp import LSTM, MLP, checkpoint
+
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 8, dtype=float)
+    y = (X[:, 0] != X[:, 1]).astype(np.int64)
+    data, mlp_ck, lm_ck = tmp_path / "xor.npz", tmp_path / "mlp.npz", tmp_path / "lm.npz"
+    np.savez(data, X=X, y=y)
+    run_json(["train", "mlp", "--data", str(data), "--epochs", "3", "--save", str(mlp_ck)], capsys)
+    ck = checkpoint.load(mlp_ck)
+    assert isinstance(ck.model, MLP) and ck.extra["task"] == "mlp" and ck.optimizer.step_count > 0
+    result = run_json(["train", "lm", "--quick", "--max-chars", "3000", "--save", str(lm_ck)], capsys)
+    ck = checkpoint.load(lm_ck)
+    assert isinstance(ck.model, LSTM) and len(ck.extra["vocabulary"]) == result["vocabulary"]
+    assert ck.scheduler is not None
+
+
 def test_train_lm_on_user_text(tmp_path, capsys):
     path = tmp_path / "t.txt"
     path.write_text("abcabcabd " * 60, encoding="utf-8")
