@@ -44,6 +44,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _command(argv) -> str:
+    """The command line, without the free-text --note/--env-note arguments (they appear in the report)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--note", "--env-note"):
+            skip = True
+            continue
+        if a.startswith(("--note=", "--env-note=")):
+            continue
+        kept.append(a)
+    return " ".join(["python -m benchmarks"] + kept)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     suites = list(SUITES) if not args.suite or "all" in args.suite else list(dict.fromkeys(args.suite))
@@ -97,7 +113,7 @@ def main(argv=None) -> int:
         rows.sort(key=lambda r: order.get(r["suite"], 99))
         worker_threads = worker_threads or old.get("worker_threads")
     results = {
-        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": _command(argv if argv is not None else sys.argv[1:]),
         "quick": args.quick,
         "settings": vars(st),
         "policies": policies,

@@ -39,6 +39,34 @@ TRAINING_SUITES = {"mlp": MLP_CASES, "rnn": RNN_CASES, "gru": GRU_CASES, "lstm":
 #: (N, n_in) @ (n_in, n_out) = (256, 1024) @ (1024, 1024), and of the square 1024 product
 PEAK_SHAPES = {"case": (256, 1024, 1024), "square": (1024, 1024, 1024)}
 PEAK_TARGET = 0.85
+PEAK_CASE_SIZES = [1024, 1024, 1024, 1024]
+
+
+def _step_vs_gemm(spec, flops, policy, st, pair):
+    """Our step's GFLOP/s as a fraction of numpy's GEMM of the case's shape, timed in the same rounds.
+
+    Each round times our step and the GEMM back to back (1thread: in this process; 2proc: two "ours" worker
+    processes, alternating), so the fraction is immune to the machine's speed drifting between two measurements.
+    """
+    from .cases import make_side
+
+    shape = PEAK_SHAPES["case"]
+    gemm_flops = 2.0 * shape[0] * shape[1] * shape[2]
+    if policy == "1thread":
+        with OneThread():
+            res = compare_fns(make_side(spec, "ours").step, gemm_fn("numpy", shape, spec["dtype"]), st)
+    else:
+        res = pair.compare({"op": "build", "spec": spec}, st,
+                           build_b={"op": "gemm", "shape": list(shape), "dtype": spec["dtype"]}, b=pair.ours2)
+    fractions = [(flops / a) / (gemm_flops / g) for a, g in zip(res["ours_samples"], res["torch_samples"])]
+    return {
+        "fraction_of_gemm": statistics.median(fractions),
+        "fraction_min": min(fractions),
+        "fraction_max": max(fractions),
+        "gemm_gflops": gemm_flops / res["torch_s"] / 1e9,
+        "ours_gflops": flops / res["ours_s"] / 1e9,
+        "rounds": len(fractions),
+    }
 
 
 def _flops(spec):
@@ -72,6 +100,8 @@ def run_training(suite, st, policies, pair=None, log=print, only=()) -> list:
             res["ours_gflops"] = row["flops"] / res["ours_s"] / 1e9
             res["torch_gflops"] = row["flops"] / res["torch_s"] / 1e9
             row[policy] = res
+            if spec["kind"] == "mlp" and spec["sizes"] == PEAK_CASE_SIZES:
+                row[f"{policy}_vs_gemm"] = _step_vs_gemm(spec, row["flops"], policy, st, pair)
             log(
                 f"  {name} [{policy}]: ours {res['ours_s'] * 1e3:.3f} ms, torch {res['torch_s'] * 1e3:.3f} ms, "
                 f"ratio {res['ratio']:.3f} (target <= {target})"
