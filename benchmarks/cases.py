@@ -7,7 +7,7 @@ A case is a JSON-able ``spec`` dict, so that a worker process can rebuild it:
 
 ``make_side(spec, side)`` returns a ``Side`` with
 
-- ``loss_and_grad() -> (float, {name: float64 ndarray})`` in manual_bp's parameter names (the equal-work check);
+- ``loss_and_grad() -> (float, {name: float64 ndarray})`` in manual_bp's names (the equal-work check);
 - ``step()``: one training step, the thing timed.
 
 Both sides start from manual_bp's seeded initialisation (torch's modules get copies), see the same data,
@@ -58,7 +58,7 @@ def recurrent_flops(spec) -> float:
 
 # ---------------------------------------------------------------------------------------------- data
 def make_data(spec):
-    """Inputs and integer targets, float64, seeded by the spec (the same on both sides and in every process)."""
+    """Inputs and integer targets, float64, seeded (the same on both sides and in every process)."""
     rng = np.random.default_rng(1234)
     if spec["kind"] == "mlp":
         X = rng.standard_normal((spec["N"], spec["sizes"][0]))
@@ -193,8 +193,11 @@ class TorchSide:
             # ours has one bias b; torch's bias_hh stays at 0 and is not trained, so both learn the same net
             self.cell.bias_hh_l0.requires_grad_(False)
             self.parameters = [
-                self.cell.weight_ih_l0, self.cell.weight_hh_l0, self.cell.bias_ih_l0,
-                self.out.weight, self.out.bias,
+                self.cell.weight_ih_l0,
+                self.cell.weight_hh_l0,
+                self.cell.bias_ih_l0,
+                self.out.weight,
+                self.out.bias,
             ]
         self._loss = self._recurrent_loss
 
@@ -222,7 +225,7 @@ class TorchSide:
 
 
 def make_side(spec, side, dtype=None):
-    """``side`` is "ours" or "torch"; ``dtype`` overrides the spec's (the equal-work check runs in float64)."""
+    """``side`` is "ours" or "torch"; ``dtype`` overrides the spec's (the equal-work check uses float64)."""
     if side == "ours":
         return OursSide(spec, dtype)
     if side == "torch":
@@ -237,15 +240,20 @@ CHECK_TOL = 1e-10
 def check_equal_work(spec) -> dict:
     """Both sides' loss and gradients in float64 from the same parameters and data.
 
-    Returns ``{"ok": bool, "max_rel_err": float, "worst": name, "loss_ours": .., "loss_torch": ..}``; the error
-    is norm-wise relative per array, ``max|ours - torch| / max(max|ours|, max|torch|)``, as manual_bp.gradcheck.
+    Returns ``{"ok": bool, "max_rel_err": float, "worst": name, "loss_ours": .., "loss_torch": ..}``; the
+    error is norm-wise relative per array, ``max|ours - torch| / max(max|ours|, max|torch|)``, as
+    manual_bp.gradcheck.
     """
     E1, g1 = make_side(spec, "ours", np.float64).loss_and_grad()
     E2, g2 = make_side(spec, "torch", np.float64).loss_and_grad()
     worst, worst_err = None, 0.0
     for k in g1:
         if g1[k].shape != g2[k].shape:
-            return {"ok": False, "max_rel_err": float("inf"), "worst": f"{k} shape {g1[k].shape} != {g2[k].shape}"}
+            return {
+                "ok": False,
+                "max_rel_err": float("inf"),
+                "worst": f"{k} shape {g1[k].shape} != {g2[k].shape}",
+            }
         scale = max(np.abs(g1[k]).max(), np.abs(g2[k]).max(), 1e-300)
         err = float(np.abs(g1[k] - g2[k]).max() / scale)
         if err >= worst_err:

@@ -50,7 +50,7 @@ def time_block(fn, inner: int) -> float:
 
 
 def warm_up(fn, seconds: float, block_s: float) -> int:
-    """Call ``fn`` at least twice and for ``seconds``; return the ``inner`` count that makes a ~block_s block."""
+    """Call ``fn`` at least twice and for ``seconds``; return the calls per ~block_s timed block."""
     t_end = time.perf_counter() + seconds
     calls, t_first = 0, None
     while calls < 2 or time.perf_counter() < t_end:
@@ -77,7 +77,7 @@ def summarize(ours: list, theirs: list) -> dict:
 
 # ---------------------------------------------------------------------------------------------- 1 thread
 class OneThread:
-    """Context: every thread pool of this process at one thread (numpy's BLAS, torch's OpenMP and intra-op)."""
+    """Context: every thread pool of this process at one thread (numpy's BLAS, torch's OpenMP, intra-op)."""
 
     def __enter__(self):
         import torch
@@ -198,8 +198,11 @@ class WorkerPair:
         inner_t = b.ask(op="warm", seconds=st.warmup_s, block_s=st.block_s)["inner"]
         ours, theirs = [], []
         for r in range(st.rounds):
-            first, second = ((a, inner_o, ours), (b, inner_t, theirs)) if r % 2 == 0 else (
-                (b, inner_t, theirs), (a, inner_o, ours))
+            first, second = (
+                ((a, inner_o, ours), (b, inner_t, theirs))
+                if r % 2 == 0
+                else ((b, inner_t, theirs), (a, inner_o, ours))
+            )
             for w, inner, sink in (first, second):
                 time.sleep(st.gap_s)
                 sink.append(w.ask(op="run", inner=inner)["t"])
@@ -211,7 +214,7 @@ class WorkerPair:
 
 # ---------------------------------------------------------------------------------------------- GEMM peak
 def gemm_fn(lib: str, shape, dtype: str):
-    """A callable doing one ``(m, k) @ (k, n)`` product with ``lib`` ("numpy" or "torch"); shape = (m, k, n)."""
+    """A callable doing one ``(m, k) @ (k, n)`` product with ``lib`` ("numpy" or "torch")."""
     import numpy as np
 
     m, k, n = shape

@@ -58,7 +58,10 @@ def describe() -> dict:
         "torch": torch.__version__,
         "manual_bp": manual_bp.__version__,
         "numpy_blas": [
-            {k: p.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads")}
+            {
+                k: p.get(k)
+                for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads")
+            }
             for p in threadpool_info()
             if p["user_api"] == "blas"
         ],

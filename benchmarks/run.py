@@ -1,12 +1,12 @@
 """Entry point: ``python -m benchmarks`` or ``python benchmarks/run.py``.
 
-    python -m benchmarks --suite all                 # the full run: benchmarks/results.json, benchmarks/RESULTS.md
+    python -m benchmarks --suite all              # the full run: benchmarks/results.json and RESULTS.md
     python -m benchmarks --suite mlp --quick         # a fast look (3 rounds), written to out/benchmarks/
     python -m benchmarks --suite rnn --merge         # rerun one suite into an existing results.json
 
 Options: ``--suite mlp|rnn|lstm|gru|jvp|memory|scaling|all`` (repeatable), ``--policy 1thread|2proc|both``,
-``--quick``, ``--out DIR``, ``--case TEXT`` (only the training cases whose name contains TEXT), ``--merge`` (keep
-the other suites' rows of ``DIR/results.json``).
+``--quick``, ``--out DIR``, ``--case TEXT`` (only the training cases whose name contains TEXT), ``--merge``
+(keep the other suites' rows of ``DIR/results.json``).
 """
 
 from __future__ import annotations
@@ -29,15 +29,29 @@ TRAINING = ("mlp", "rnn", "gru", "lstm")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    p.add_argument("--suite", action="append", choices=SUITES + ("all",),
-                   help="which suite(s) to run (repeatable; default all)")
+    p.add_argument(
+        "--suite",
+        action="append",
+        choices=SUITES + ("all",),
+        help="which suite(s) to run (repeatable; default all)",
+    )
     p.add_argument("--policy", choices=("1thread", "2proc", "both"), default="both")
-    p.add_argument("--quick", action="store_true", help="3 rounds, tiny warm-up: for development and the tests")
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for results.json and RESULTS.md (default: benchmarks/ for a full run of all "
-                        "suites, out/benchmarks/ otherwise)")
-    p.add_argument("--case", action="append", default=[],
-                   help="only the training cases whose name contains this text (repeatable), e.g. 'N=10 '")
+    p.add_argument(
+        "--quick", action="store_true", help="3 rounds, tiny warm-up: for development and the tests"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for results.json and RESULTS.md (default: benchmarks/ for a full run of all "
+        "suites, out/benchmarks/ otherwise)",
+    )
+    p.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        help="only the training cases whose name contains this text (repeatable), e.g. 'N=10 '",
+    )
     p.add_argument("--merge", action="store_true", help="keep rows of suites not run from DIR/results.json")
     p.add_argument("--note", action="append", default=[], help="a line for the Notes section (repeatable)")
     p.add_argument("--env-note", default="", help="how the thread/BLAS environment was set for this run")
@@ -69,8 +83,11 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     st = Settings.make(args.quick)
     info = machine.describe()
-    print(f"# {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, torch {info['torch']}; "
-          f"load {info['load_average_start']}", flush=True)
+    print(
+        f"# {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, torch {info['torch']}; "
+        f"load {info['load_average_start']}",
+        flush=True,
+    )
 
     rows = []
     worker_threads = None

@@ -46,7 +46,8 @@ def _step_vs_gemm(spec, flops, policy, st, pair):
     """Our step's GFLOP/s as a fraction of numpy's GEMM of the case's shape, timed in the same rounds.
 
     Each round times our step and the GEMM back to back (1thread: in this process; 2proc: two "ours" worker
-    processes, alternating), so the fraction is immune to the machine's speed drifting between two measurements.
+    processes, alternating), so the fraction is immune to the machine's speed drifting between two
+    measurements.
     """
     from .cases import make_side
 
@@ -56,8 +57,12 @@ def _step_vs_gemm(spec, flops, policy, st, pair):
         with OneThread():
             res = compare_fns(make_side(spec, "ours").step, gemm_fn("numpy", shape, spec["dtype"]), st)
     else:
-        res = pair.compare({"op": "build", "spec": spec}, st,
-                           build_b={"op": "gemm", "shape": list(shape), "dtype": spec["dtype"]}, b=pair.ours2)
+        res = pair.compare(
+            {"op": "build", "spec": spec},
+            st,
+            build_b={"op": "gemm", "shape": list(shape), "dtype": spec["dtype"]},
+            b=pair.ours2,
+        )
     fractions = [(flops / a) / (gemm_flops / g) for a, g in zip(res["ours_samples"], res["torch_samples"])]
     return {
         "fraction_of_gemm": statistics.median(fractions),
@@ -103,7 +108,8 @@ def run_training(suite, st, policies, pair=None, log=print, only=()) -> list:
             if spec["kind"] == "mlp" and spec["sizes"] == PEAK_CASE_SIZES:
                 row[f"{policy}_vs_gemm"] = _step_vs_gemm(spec, row["flops"], policy, st, pair)
             log(
-                f"  {name} [{policy}]: ours {res['ours_s'] * 1e3:.3f} ms, torch {res['torch_s'] * 1e3:.3f} ms, "
+                f"  {name} [{policy}]: ours {res['ours_s'] * 1e3:.3f} ms, "
+                f"torch {res['torch_s'] * 1e3:.3f} ms, "
                 f"ratio {res['ratio']:.3f} (target <= {target})"
             )
         rows.append(row)
@@ -117,8 +123,13 @@ def run_gemm_peak(st, policies, dtypes, pair=None, log=print) -> list:
         for which, shape in PEAK_SHAPES.items():
             m, k, n = shape
             flops = 2.0 * m * k * n
-            row = {"suite": "peak", "name": f"GEMM ({m}, {k}) @ ({k}, {n}) {dtype}", "dtype": dtype,
-                   "which": which, "shape": list(shape)}
+            row = {
+                "suite": "peak",
+                "name": f"GEMM ({m}, {k}) @ ({k}, {n}) {dtype}",
+                "dtype": dtype,
+                "which": which,
+                "shape": list(shape),
+            }
             for policy in policies:
                 if policy == "1thread":
                     with OneThread():
@@ -129,8 +140,10 @@ def run_gemm_peak(st, policies, dtypes, pair=None, log=print) -> list:
                 res["torch_gflops"] = flops / res["torch_s"] / 1e9
                 res["peak_gflops"] = max(res["numpy_gflops"], res["torch_gflops"])
                 row[policy] = res
-                log(f"  {row['name']} [{policy}]: numpy {res['numpy_gflops']:.1f} GF/s, "
-                    f"torch {res['torch_gflops']:.1f} GF/s")
+                log(
+                    f"  {row['name']} [{policy}]: numpy {res['numpy_gflops']:.1f} GF/s, "
+                    f"torch {res['torch_gflops']:.1f} GF/s"
+                )
             rows.append(row)
     return rows
 
@@ -177,9 +190,11 @@ def run_jvp(st, log=print) -> list:
             _, g_rev = model.loss_and_grad(X, Y)
             g_fwd = _basis_gradient(model, X, Y)
             err = max(
-                float(np.abs(g_fwd[k] - g_rev[k]).max() / max(np.abs(g_rev[k]).max(), 1e-300)) for k in g_rev
+                float(np.abs(g_fwd[k] - g_rev[k]).max() / max(np.abs(g_rev[k]).max(), 1e-300))
+                for k in g_rev
                 if k in model.params
             )
+
             def reverse(model=model, X=X, Y=Y):
                 return model.loss_and_grad(X, Y)
 
@@ -205,8 +220,11 @@ def run_jvp(st, log=print) -> list:
                 "ratio_per_P": statistics.median(ratios) / P,
                 "rounds": rounds,
             }
-            log(f"  {name}: P={P}, forward {row['forward_s'] * 1e3:.1f} ms, reverse {row['reverse_s'] * 1e6:.0f} us, "
-                f"ratio {row['ratio']:.0f}, agree to {err:.1e}")
+            log(
+                f"  {name}: P={P}, forward {row['forward_s'] * 1e3:.1f} ms, "
+                f"reverse {row['reverse_s'] * 1e6:.0f} us, "
+                f"ratio {row['ratio']:.0f}, agree to {err:.1e}"
+            )
             rows.append(row)
     return rows
 
@@ -281,19 +299,37 @@ def run_memory(st, log=print) -> list:
     reps = 3 if not st.quick else 1
     rows = []
     base = {w: statistics.median(_peak_rss_mb(w) for _ in range(reps)) for w in ("numpy", "torch-import")}
-    rows.append({"suite": "memory", "name": "import only", "kind": "baseline",
-                 "numpy_mb": base["numpy"], "torch_mb": base["torch-import"]})
+    rows.append(
+        {
+            "suite": "memory",
+            "name": "import only",
+            "kind": "baseline",
+            "numpy_mb": base["numpy"],
+            "torch_mb": base["torch-import"],
+        }
+    )
     log(f"  import only: numpy {base['numpy']:.0f} MB, numpy+torch {base['torch-import']:.0f} MB")
     for spec in MEMORY_CASES:
         name = case_name(spec)
         if not available(spec):
-            rows.append({"suite": "memory", "name": name, "kind": "rss", "skipped": "model class not available yet"})
+            rows.append(
+                {"suite": "memory", "name": name, "kind": "rss", "skipped": "model class not available yet"}
+            )
             continue
         arg = json.dumps(spec)
         ours = statistics.median(_peak_rss_mb("ours", arg) for _ in range(reps))
         theirs = statistics.median(_peak_rss_mb("torch", arg) for _ in range(reps))
-        rows.append({"suite": "memory", "name": name, "kind": "rss", "ours_mb": ours, "torch_mb": theirs,
-                     "ratio": ours / theirs, "target": 0.5})
+        rows.append(
+            {
+                "suite": "memory",
+                "name": name,
+                "kind": "rss",
+                "ours_mb": ours,
+                "torch_mb": theirs,
+                "ratio": ours / theirs,
+                "target": 0.5,
+            }
+        )
         log(f"  {name}: peak RSS ours {ours:.0f} MB, torch {theirs:.0f} MB, ratio {ours / theirs:.2f}")
     reps_i = 7 if not st.quick else 2
     numpy_s, mbp_s, torch_s = [], [], []
@@ -302,12 +338,21 @@ def run_memory(st, log=print) -> list:
         numpy_s.append(r["numpy_s"])
         mbp_s.append(r["then_s"])
         torch_s.append(_fresh(_IMPORT_SCRIPT, "torch")["then_s"])
-    row = {"suite": "memory", "name": "import time", "kind": "import",
-           "numpy_s": statistics.median(numpy_s), "manual_bp_after_numpy_s": statistics.median(mbp_s),
-           "torch_after_numpy_s": statistics.median(torch_s), "reps": reps_i}
+    row = {
+        "suite": "memory",
+        "name": "import time",
+        "kind": "import",
+        "numpy_s": statistics.median(numpy_s),
+        "manual_bp_after_numpy_s": statistics.median(mbp_s),
+        "torch_after_numpy_s": statistics.median(torch_s),
+        "reps": reps_i,
+    }
     rows.append(row)
-    log(f"  import numpy {row['numpy_s'] * 1e3:.0f} ms, then manual_bp +{row['manual_bp_after_numpy_s'] * 1e3:.1f} ms,"
-        f" (torch +{row['torch_after_numpy_s'] * 1e3:.0f} ms)")
+    log(
+        f"  import numpy {row['numpy_s'] * 1e3:.0f} ms, "
+        f"then manual_bp +{row['manual_bp_after_numpy_s'] * 1e3:.1f} ms,"
+        f" (torch +{row['torch_after_numpy_s'] * 1e3:.0f} ms)"
+    )
     return rows
 
 
@@ -380,9 +425,21 @@ def run_scaling(st, log=print) -> list:
         for T in Ts:
             spec = _rec("rnn", T, 128, "float64")
             res = compare_1thread(spec, st)
-            rows.append({"suite": "scaling", "axis": "T", "name": case_name(spec), "x": T,
-                         "ours_s": res["ours_s"], "torch_s": res["torch_s"], "ratio": res["ratio"]})
-            log(f"  time vs T: {case_name(spec)}: ours {res['ours_s'] * 1e3:.2f} ms, torch {res['torch_s'] * 1e3:.2f} ms")
+            rows.append(
+                {
+                    "suite": "scaling",
+                    "axis": "T",
+                    "name": case_name(spec),
+                    "x": T,
+                    "ours_s": res["ours_s"],
+                    "torch_s": res["torch_s"],
+                    "ratio": res["ratio"],
+                }
+            )
+            log(
+                f"  time vs T: {case_name(spec)}: ours {res['ours_s'] * 1e3:.2f} ms, "
+                f"torch {res['torch_s'] * 1e3:.2f} ms"
+            )
         for kind in ("rnn", "lstm"):
             for T in Ts:
                 spec = _rec(kind, T, 128, "float64")
@@ -390,17 +447,39 @@ def run_scaling(st, log=print) -> list:
                     continue
                 ours_b = _ours_backward_bytes(spec)
                 torch_b = _torch_saved_bytes(spec)
-                rows.append({"suite": "scaling", "axis": "memory-T", "name": case_name(spec), "x": T,
-                             "ours_bytes": ours_b["held"], "ours_peak_bytes": ours_b["peak"],
-                             "torch_saved_bytes": torch_b})
-                log(f"  memory vs T: {case_name(spec)}: ours holds {ours_b['held'] / 2**20:.2f} MiB "
-                    f"(peak {ours_b['peak'] / 2**20:.2f}), torch saves {torch_b / 2**20:.2f} MiB")
+                rows.append(
+                    {
+                        "suite": "scaling",
+                        "axis": "memory-T",
+                        "name": case_name(spec),
+                        "x": T,
+                        "ours_bytes": ours_b["held"],
+                        "ours_peak_bytes": ours_b["peak"],
+                        "torch_saved_bytes": torch_b,
+                    }
+                )
+                log(
+                    f"  memory vs T: {case_name(spec)}: ours holds {ours_b['held'] / 2**20:.2f} MiB "
+                    f"(peak {ours_b['peak'] / 2**20:.2f}), torch saves {torch_b / 2**20:.2f} MiB"
+                )
     else:
         rows.append({"suite": "scaling", "axis": "T", "name": "RNN", "skipped": "manual_bp has no RNN yet"})
     for N in Ns:
         spec = {"kind": "mlp", "sizes": [784, 256, 256, 10], "N": N, "dtype": "float64"}
         res = compare_1thread(spec, st)
-        rows.append({"suite": "scaling", "axis": "N", "name": case_name(spec), "x": N,
-                     "ours_s": res["ours_s"], "torch_s": res["torch_s"], "ratio": res["ratio"]})
-        log(f"  time vs N: {case_name(spec)}: ours {res['ours_s'] * 1e3:.2f} ms, torch {res['torch_s'] * 1e3:.2f} ms")
+        rows.append(
+            {
+                "suite": "scaling",
+                "axis": "N",
+                "name": case_name(spec),
+                "x": N,
+                "ours_s": res["ours_s"],
+                "torch_s": res["torch_s"],
+                "ratio": res["ratio"],
+            }
+        )
+        log(
+            f"  time vs N: {case_name(spec)}: ours {res['ours_s'] * 1e3:.2f} ms, "
+            f"torch {res['torch_s'] * 1e3:.2f} ms"
+        )
     return rows

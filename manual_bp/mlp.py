@@ -143,10 +143,11 @@ class MLP:
 
     # ------------------------------------------------------------------ validation
     def _check_X(self, X) -> np.ndarray:
-        if type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == self.sizes[0] and len(X):
-            check_finite("X", X)  # already an array of our dtype and shape: the one check left of as_float_array
+        n0 = self.sizes[0]
+        if type(X) is np.ndarray and X.dtype == self.dtype and X.ndim == 2 and len(X) and X.shape[1] == n0:
+            check_finite("X", X)  # an array of our dtype and shape already: as_float_array's one check left
             return X
-        return as_float_array("X", X, self.dtype, (("N", None), ("n0", self.sizes[0])))
+        return as_float_array("X", X, self.dtype, (("N", None), ("n0", n0)))
 
     def _check_Y(self, Y, N) -> np.ndarray:
         K = self.sizes[-1]
@@ -154,7 +155,7 @@ class MLP:
             arr = np.asarray(Y)
             if arr.ndim == 1:
                 if arr.dtype.kind in "iu" and len(arr) == N and 0 <= np.min(arr) and np.max(arr) < K:
-                    return arr.astype(np.intp, copy=False)  # valid labels; as_labels says what is wrong otherwise
+                    return arr.astype(np.intp, copy=False)  # valid; else as_labels says what is wrong
                 return as_labels("Y", arr, K, (("N", N),))
             Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
             if (Y < 0).any() or not np.allclose(Y.sum(axis=1), 1, rtol=0, atol=1e-6 if Y.itemsize == 8 else 1e-4):

@@ -17,23 +17,43 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_run_writes_results(tmp_path):
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--suite", "mlp", "--suite", "jvp", "--out", str(tmp_path),
-           "--case", "[784, 30, 10]"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--suite",
+        "mlp",
+        "--suite",
+        "jvp",
+        "--out",
+        str(tmp_path),
+        "--case",
+        "[784, 30, 10]",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     md = (tmp_path / "RESULTS.md").read_text()
     rows = [r for r in results["rows"] if r["suite"] == "mlp"]
     assert len(rows) == 1, f"expected the one MLP case asked for; got {[r['name'] for r in rows]}"
     for row in rows:
-        assert row["check"]["ok"], f"{row['name']}: both sides must compute the same gradients: {row['check']}"
+        assert row["check"]["ok"], (
+            f"{row['name']}: both sides must compute the same gradients: {row['check']}"
+        )
         for policy in ("1thread", "2proc"):
             res = row[policy]
-            assert res["rounds"] == 3 and res["ours_s"] > 0 and res["torch_s"] > 0, f"{row['name']} {policy}: {res}"
+            assert res["rounds"] == 3 and res["ours_s"] > 0 and res["torch_s"] > 0, (
+                f"{row['name']} {policy}: {res}"
+            )
     jvp = [r for r in results["rows"] if r["suite"] == "jvp" and "skipped" not in r]
     assert jvp, "the jvp suite produced no row"
     for row in jvp:
-        assert row["max_rel_err_fwd_vs_rev"] < 1e-8, f"{row['name']}: P JVPs differ from the reverse pass: {row}"
+        assert row["max_rel_err_fwd_vs_rev"] < 1e-8, (
+            f"{row['name']}: P JVPs differ from the reverse pass: {row}"
+        )
     assert "| MLP [784, 30, 10] N=10 float64 |" in md, md[:2000]
     assert results["machine"]["numpy_blas"], "the BLAS of numpy must be recorded"
 
