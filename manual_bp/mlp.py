@@ -122,8 +122,7 @@ class MLP:
         }
 
     def _activation_of(self, l):
-        name = self.output_activation if l == self.L else self.hidden_activation
-        return name
+        return self.output_activation if l == len(self.sizes) - 1 else self.hidden_activation
 
     def _init_params(self, rng) -> dict:
         params = {}
@@ -154,7 +153,7 @@ class MLP:
         if self.loss_name == "cross_entropy":
             arr = np.asarray(Y)
             if arr.ndim == 1:
-                if arr.dtype.kind in "iu" and len(arr) == N and 0 <= np.min(arr) and np.max(arr) < K:
+                if arr.dtype.kind in "iu" and len(arr) == N and 0 <= arr.min() and arr.max() < K:
                     return arr.astype(np.intp, copy=False)  # valid; else as_labels says what is wrong
                 return as_labels("Y", arr, K, (("N", N),))
             Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
@@ -177,13 +176,14 @@ class MLP:
         ``losses.loss_and_delta``.
         """
         Z, A = [None], [X]
-        for l in range(1, self.L + 1):
+        L = self.L
+        for l in range(1, L + 1):
             W, b = self.params[f"W{l}"], self.params[f"b{l}"]
             z = A[-1] @ W.T  # (F1) (N, n_l)
             z += b  # (F1)
             f, _ = self._f(l)
             Z.append(z)
-            A.append(f(z) if output or l < self.L else None)  # (F2)
+            A.append(f(z) if output or l < L else None)  # (F2)
         return Z, A
 
     def forward(self, X) -> np.ndarray:
