@@ -41,11 +41,11 @@ def make_grads(rng, K, scale):
     ]
 
 
-def assert_close(ours: dict, ref: dict, tol, what):
+def assert_close(ours: dict, ref: dict, tol, what, floor=FLOOR_OPTIM):
     for k in ref:
         if np.shape(ours[k]) != np.shape(ref[k]):
             raise AssertionError(f"{what}{k}: shape {np.shape(ours[k])} != reference {np.shape(ref[k])}")
-    result = compare_grads(ours, ref, tol=tol, floor=FLOOR_OPTIM)
+    result = compare_grads(ours, ref, tol=tol, floor=floor)
     if not result.ok:
         lines = "\n".join(f"  {r}" for r in result.failures())
         raise AssertionError(f"{what}differs from torch:\n{lines}")
@@ -92,7 +92,14 @@ def run_both(kind, hyper, params0, grads_seq, clip=None, schedule=None, dtype=np
             if tb:
                 if b not in ours.state:
                     raise AssertionError(f"step {t}: torch has buffer {b!r}, ours has {sorted(ours.state)}")
-                worst = max(worst, assert_close(ours.state[b], tb, tol, f"{kind} step {t}: {b} "))
+                # A buffer is a sum of gradient terms; where they cancel exactly (clipped values +-c with
+                # momentum 0.9 and dampening 0.1) both sides keep a rounding residue ~1e-18, so its error is
+                # judged against the size of the terms it sums, not against the residue.
+                scale = max(float(np.abs(gs[k]).max()) for gs in grads_seq[:t] for k in gs)
+                if clip and "clip_value" in clip:
+                    scale = min(scale, clip["clip_value"])
+                floor = max(FLOOR_OPTIM, scale * scale if b.endswith("exp_avg_sq") else scale)
+                worst = max(worst, assert_close(ours.state[b], tb, tol, f"{kind} step {t}: {b} ", floor))
         if sched is not None:
             sched.step()
             tsched.step()
@@ -164,6 +171,13 @@ case = dict(K=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), scale=st.sample
     seed=2,
     scale=1.0,
 )
+@example(
+    hyper=dict(lr=1.0, momentum=0.9, dampening=0.1, weight_decay=0.0, nesterov=False),
+    clip={"clip_value": 0.09375},
+    K=2,
+    seed=294,
+    scale=1.0,
+)  # clipped +-c terms cancel exactly in the momentum buffer: a rounding residue on both sides
 def test_sgd_equals_torch(hyper, clip, K, seed, scale):
     rng = np.random.default_rng(seed)
     run_both("SGD", hyper, make_params(rng), make_grads(rng, K, scale), clip=clip)
