@@ -33,12 +33,45 @@ class Settings:
     block_s: float = 0.1
     gap_s: float = 0.15
     quick: bool = False
+    quiet_below: float | None = None  # --wait-quiet: wait before each measurement for less external load
+    wait_max_s: float = 300.0
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
         if quick:
             return cls(rounds=3, warmup_s=0.01, block_s=0.002, gap_s=0.1, quick=True)
         return cls()
+
+
+def external_load(seconds: float = 0.5) -> float:
+    """Runnable processes besides this one, averaged over ``seconds`` (``procs_running`` of /proc/stat).
+
+    Other work on the 2 cores distorts timings (the 2proc policy most: a 2-thread GEMM stalls when one of its
+    threads is descheduled), so every measurement records this before and after it; None off Linux.
+    """
+    samples = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        try:
+            with open("/proc/stat") as f:
+                line = next(ln for ln in f if ln.startswith("procs_running"))
+        except (OSError, StopIteration):
+            return None
+        samples.append(int(line.split()[1]) - 1)
+        time.sleep(seconds / 20)
+    return round(max(0.0, statistics.fmean(samples)), 2)
+
+
+def wait_quiet(st) -> float:
+    """Wait (at most ``st.wait_max_s``) until ``external_load()`` is below ``st.quiet_below``; return it."""
+    load = external_load()
+    if st.quiet_below is None or load is None:
+        return load
+    t_end = time.perf_counter() + st.wait_max_s
+    while load >= st.quiet_below and time.perf_counter() < t_end:
+        time.sleep(2.0)
+        load = external_load()
+    return load
 
 
 def time_block(fn, inner: int) -> float:

@@ -19,13 +19,12 @@ def _verdict(ratio, target):
 def _training_table(rows, policies, peaks):
     out = [
         "| case | check (max rel. err) | policy (threads ours/torch) | ours ms | torch ms | "
-        "ratio (min-max) | "
-        "target | ours GFLOP/s | torch GFLOP/s |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
+        "ratio (min-max) | target | ours GFLOP/s | torch GFLOP/s | other load before/after |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for row in rows:
         if "skipped" in row:
-            out.append(f"| {row['name']} | {row['skipped']} | | | | | <= {row['target']} | | |")
+            out.append(f"| {row['name']} | {row['skipped']} | | | | | <= {row['target']} | | | |")
             continue
         chk = f"{row['check']['max_rel_err']:.1e}"
         for policy in policies:
@@ -38,9 +37,17 @@ def _training_table(rows, policies, peaks):
                 f"{_ms(r['ours_s'])} | "
                 f"{_ms(r['torch_s'])} | "
                 f"{r['ratio']:.3f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | <= {row['target']}: "
-                f"{_verdict(r['ratio'], row['target'])} | {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} |"
+                f"{_verdict(r['ratio'], row['target'])} | {r['ours_gflops']:.1f} | {r['torch_gflops']:.1f} | "
+                f"{_load(r)} |"
             )
     return out
+
+
+def _load(r):
+    load = r.get("external_load")
+    if not load or load[0] is None:
+        return ""
+    return f"{load[0]:.1f} / {load[1]:.1f}"
 
 
 def _peak_table(rows, peak_rows, policies):
@@ -99,6 +106,12 @@ def render(results: dict) -> str:
         "(1thread) or in alternating rounds in their own processes (2proc). Every timed case first checked "
         "in float64 that both sides compute the same loss and gradients from the same parameters "
         "(max relative error, allowance 1e-10)."
+    )
+    L.append("")
+    L.append(
+        "Other load: processes of other sessions runnable on the 2 cores just before and just after the "
+        "measurement (mean of /proc/stat procs_running over 0.5 s, this process excluded). Above ~0.5 the "
+        "figures are distorted, the 2proc ones most."
     )
     L.append("")
     L.append("## Machine")

@@ -54,6 +54,14 @@ def parse_args(argv=None):
     )
     p.add_argument("--merge", action="store_true", help="keep rows of suites not run from DIR/results.json")
     p.add_argument("--note", action="append", default=[], help="a line for the Notes section (repeatable)")
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=None,
+        metavar="LOAD",
+        help="before each training-step measurement, wait (up to 300 s) until fewer than LOAD other "
+        "processes are runnable on average",
+    )
     p.add_argument("--env-note", default="", help="how the thread/BLAS environment was set for this run")
     return p.parse_args(argv)
 
@@ -82,6 +90,7 @@ def main(argv=None) -> int:
     out_dir = args.out or (ROOT / "benchmarks" if full else ROOT / "out" / "benchmarks")
     out_dir.mkdir(parents=True, exist_ok=True)
     st = Settings.make(args.quick)
+    st.quiet_below = args.wait_quiet
     info = machine.describe()
     print(
         f"# {info['cpu']}, {info['cores']} cores; numpy {info['numpy']}, torch {info['torch']}; "

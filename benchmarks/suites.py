@@ -15,7 +15,17 @@ import textwrap
 import numpy as np
 
 from .cases import available, case_name, check_equal_work, make_data, make_model, mlp_flops, recurrent_flops
-from .harness import ROOT, OneThread, compare_1thread, compare_fns, gemm_fn, time_block, warm_up
+from .harness import (
+    ROOT,
+    OneThread,
+    compare_1thread,
+    compare_fns,
+    external_load,
+    gemm_fn,
+    time_block,
+    wait_quiet,
+    warm_up,
+)
 
 # ---------------------------------------------------------------------------------------------- cases
 MLP_CASES = [
@@ -98,10 +108,12 @@ def run_training(suite, st, policies, pair=None, log=print, only=()) -> list:
             rows.append(row)
             continue
         for policy in policies:
+            load_before = wait_quiet(st)
             if policy == "1thread":
                 res = compare_1thread(spec, st)
             else:
                 res = pair.compare({"op": "build", "spec": spec}, st)
+            res["external_load"] = [load_before, external_load()]
             res["ours_gflops"] = row["flops"] / res["ours_s"] / 1e9
             res["torch_gflops"] = row["flops"] / res["torch_s"] / 1e9
             row[policy] = res
@@ -131,6 +143,7 @@ def run_gemm_peak(st, policies, dtypes, pair=None, log=print) -> list:
                 "shape": list(shape),
             }
             for policy in policies:
+                wait_quiet(st)
                 if policy == "1thread":
                     with OneThread():
                         res = compare_fns(gemm_fn("numpy", shape, dtype), gemm_fn("torch", shape, dtype), st)
