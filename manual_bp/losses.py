@@ -77,25 +77,34 @@ def output_delta(loss, z, a, Y, fprime):
 def loss_and_delta(loss, z, Y, f, fprime):
     """``(E, delta^(L))`` from the logits z^(L), for ``loss_and_grad``: the two share their work.
 
-    For cross-entropy, log softmax(z) is computed once: E reads it at the labels and the output
-    a = softmax(z) = exp(log softmax(z)) becomes delta = (a - y) / N in place (BP1), so the forward pass
-    need not form softmax(z) separately. The other losses apply ``f`` and call ``output_delta``.
+    For cross-entropy, with ``u = z - max z`` (so that every exponent is <= 0) and ``s = sum_k e^u_k``:
+    ``-log softmax(z)_k = log s - u_k`` gives E, and ``softmax(z) = e^u / s`` becomes delta in place,
+    ``(a - y) / N`` computed as ``e^u / (N s) - y / N`` (BP1): one exponential pass for both, and the
+    forward pass need not form softmax(z) separately. The other losses apply ``f`` and call ``output_delta``.
     """
     if loss != "cross_entropy":
         a = f(z)
         return LOSSES[loss](z, a, Y), output_delta(loss, z, a, Y, fprime)
     N = len(z)
-    logp = log_softmax(z)
+    u = z - z.max(axis=-1, keepdims=True)  # (N, K)
     if Y.ndim == 1:
         rows = np.arange(N)
-        E = -float(logp[rows, Y].sum()) / N
-        d = np.exp(logp, out=logp)  # a = softmax(z)
-        d[rows, Y] -= 1  # (BP1) a - y, y one-hot by label
+        u_y = u[rows, Y]  # (N,) the shifted logit of each label
     else:
-        E = -float(np.einsum("nk,nk->", Y, logp)) / N
-        d = np.exp(logp, out=logp)  # a = softmax(z)
-        d -= Y  # (BP1) a - y
-    d /= N
+        Yu = np.einsum("nk,nk->n", Y, u)  # (N,) sum_k y_k u_k
+    d = np.exp(u, out=u)
+    s = d.sum(axis=-1, keepdims=True)  # (N, 1)
+    log_s = np.log(s[:, 0])
+    if Y.ndim == 1:
+        E = float((log_s - u_y).sum()) / N  # -log softmax(z)_y
+    else:
+        E = float((log_s * Y.sum(axis=1) - Yu).sum()) / N  # -sum_k y_k log softmax(z)_k
+    s *= N
+    d /= s  # a / N, a = softmax(z)
+    if Y.ndim == 1:
+        d[rows, Y] -= 1 / N  # (BP1) (a - y) / N, y one-hot by label
+    else:
+        d -= Y / N  # (BP1) (a - y) / N
     return E, d
 
 
