@@ -58,8 +58,8 @@ class GRU(Recurrent):
     STATES = ("h",)
     HIDDEN_BIAS = True
 
-    def _alloc_cache(self, cache, T, N):
-        cache["HN"] = np.empty((T, N, self.hidden_size), dtype=self.dtype)  # gh_n = W_n h_{t-1} + bh_n
+    def _alloc_cache(self, cache, T, N, pool=None):
+        cache["HN"] = self._empty((T, N, self.hidden_size), pool, "HN")  # gh_n = W_n h_{t-1} + bh_n
 
     def _step(self, s, cache, work):
         H = self.hidden_size

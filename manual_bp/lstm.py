@@ -62,8 +62,8 @@ class LSTM(Recurrent):
     GATES = 4
     STATES = ("h", "c")
 
-    def _alloc_cache(self, cache, T, N):
-        cache["TC"] = np.empty((T, N, self.hidden_size), dtype=self.dtype)  # tanh(c_t)
+    def _alloc_cache(self, cache, T, N, pool=None):
+        cache["TC"] = self._empty((T, N, self.hidden_size), pool, "TC")  # tanh(c_t)
 
     def _step(self, s, cache, work):
         H = self.hidden_size

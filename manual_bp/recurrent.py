@@ -51,6 +51,8 @@ Forward mode (``jvp``) pushes a tangent of the parameters (and of the initial st
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ._validation import (
@@ -91,7 +93,8 @@ class Recurrent:
       returns dE/d(state at s) for each part;
     - ``_step_jvp(s, dgx, dgw, dprev, cache, dnext)``: (J2);
     - ``_hidden_deltas(dG, cache)``: dGh of (B3) from dG (default: dG itself).
-    - ``_alloc_cache(cache, T, N)``: any extra per-step buffers backward reads (LSTM: tanh(c_t); GRU: gh_n).
+    - ``_alloc_cache(cache, T, N, pool)``: any extra per-step buffers backward reads (LSTM: tanh(c_t); GRU:
+      gh_n), made with ``self._empty(shape, pool, name)``.
     """
 
     GATES = 1
@@ -226,37 +229,63 @@ class Recurrent:
             return None
         return check_int("truncate", truncate, minimum=0)
 
+    # ------------------------------------------------------------------ buffers
+    def _buffers(self) -> dict:
+        """This thread's pool of ``loss_and_grad``'s large per-call arrays, reused from call to call.
+
+        Made anew on every call, these arrays go back to the OS when freed (glibc trims the heap) and are
+        faulted in again on the next call: up to a third of a step with 2 BLAS threads (benchmarks/). Only
+        ``loss_and_grad`` and ``loss`` use the pool, and nothing in it is returned to the caller; one pool per
+        thread, so that threads may share a model.
+        """
+        pools = self.__dict__.setdefault("_buffer_pools", {})
+        return pools.setdefault(threading.get_ident(), {})
+
+    def _empty(self, shape, pool=None, name=None) -> np.ndarray:
+        """``np.empty(shape)`` in the model's dtype; with a pool, its array ``name`` if that has the shape."""
+        if pool is None:
+            return np.empty(shape, dtype=self.dtype)
+        buf = pool.get(name)
+        if buf is None or buf.shape != shape:
+            buf = pool[name] = np.empty(shape, dtype=self.dtype)
+        return buf
+
     # ------------------------------------------------------------------ forward
-    def _project(self, X, is_ids, U, b):
+    def _project(self, X, is_ids, U, b, pool=None):
         """(S1) ``U x_t + b`` for every step at once: ``(T, N, nG*H)``, a buffer the loop fills in place."""
         if is_ids:
             G = np.ascontiguousarray(U.T)[X]  # (T, N, nG*H) row gather: column x of U is U @ onehot(x)
             G += b
             return G
         T, N, D = X.shape
-        G = np.matmul(X.reshape(T * N, D), U.T).reshape(T, N, -1)  # (T, N, nG*H)
+        out = self._empty((T * N, U.shape[0]), pool, "G")
+        G = np.matmul(X.reshape(T * N, D), U.T, out=out).reshape(T, N, -1)  # (T, N, nG*H)
         G += b
         return G
 
-    def _forward(self, X, is_ids, state0):
-        """The cache of a forward pass: ``X``, ``G`` (T, N, nG*H), and each state part ``(T+1, N, H)``."""
+    def _forward(self, X, is_ids, state0, pool=None):
+        """The cache of a forward pass: ``X``, ``G`` (T, N, nG*H), and each state part ``(T+1, N, H)``.
+
+        ``pool`` (``loss_and_grad`` and ``loss`` only): reuse its arrays for the cache (see ``_buffers``).
+        """
         T, N = X.shape[:2]
         H = self.hidden_size
-        cache = {"X": X, "is_ids": is_ids, "G": self._project(X, is_ids, self.params["U"], self.params["b"])}
-        # W^T (H, nG*H) as a contiguous copy, once per pass: the step's (N, H) @ (H, nG*H) product runs 1.4-1.9x
-        # faster in OpenBLAS from a row-major W^T than from the transposed view of W (small N; benchmarks/).
+        G = self._project(X, is_ids, self.params["U"], self.params["b"], pool)
+        cache = {"X": X, "is_ids": is_ids, "G": G}
+        # W^T (H, nG*H) as a contiguous copy, once per pass: the step's (N, H) @ (H, nG*H) product runs
+        # 1.4-1.9x faster in OpenBLAS from a row-major W^T than from the transposed view of W (small N).
         cache["WT"] = np.ascontiguousarray(self.params["W"].T)
         for part, s0 in zip(self.STATES, state0):
-            S = np.empty((T + 1, N, H), dtype=self.dtype)
+            S = self._empty((T + 1, N, H), pool, part)
             S[0] = s0
             cache[part.upper() if part != "h" else "S"] = S
-        self._alloc_cache(cache, T, N)
+        self._alloc_cache(cache, T, N, pool)
         work = np.empty((N, self.GATES * H), dtype=self.dtype)
         for s in range(T):
             self._step(s, cache, work)  # (S2)
         return cache
 
-    def _alloc_cache(self, cache, T, N):
+    def _alloc_cache(self, cache, T, N, pool=None):
         """Extra per-step buffers a cell keeps for backward (default: none)."""
 
     def _states(self, cache):
@@ -321,7 +350,7 @@ class Recurrent:
     def loss(self, X, Y, h0=None, mask=None) -> float:
         """Batch loss (O3): the mean over the N sequences of each one's sum over t of E_t."""
         X, is_ids, Y, state0, mask = self._check_all(X, Y, h0, mask)
-        cache = self._forward(X, is_ids, state0)
+        cache = self._forward(X, is_ids, state0, self._buffers())
         return self._loss_and_delta(self._logits(cache), Y, mask)[0]
 
     # ------------------------------------------------------------------ reverse mode
@@ -344,7 +373,8 @@ class Recurrent:
         """
         X, is_ids, Y, state0, mask = self._check_all(X, Y, h0, mask)
         truncate = self._check_truncate(truncate)
-        cache = self._forward(X, is_ids, state0)
+        pool = self._buffers()
+        cache = self._forward(X, is_ids, state0, pool)
         S = cache["S"]
         T, N, H = X.shape[0], X.shape[1], self.hidden_size
         E, dq, _ = self._loss_and_delta(self._logits(cache), Y, mask)
@@ -354,8 +384,9 @@ class Recurrent:
             "V": dq2.T @ S[1:].reshape(T * N, H),  # (O5) sum_t dq_t^T h_t
             "c": dq2.sum(axis=0),  # (O5)
         }
-        dS_out = np.matmul(dq2, self.params["V"]).reshape(T, N, H)  # (B1) first path: E_t through V
-        dG, dstate0 = self._bptt(cache, dS_out, truncate)
+        dS_out = np.matmul(dq2, self.params["V"], out=self._empty((T * N, H), pool, "dS_out"))
+        dS_out = dS_out.reshape(T, N, H)  # (B1) first path: E_t through V
+        dG, dstate0 = self._bptt(cache, dS_out, truncate, pool)
         grads.update(self._weight_grads(cache, dG))
         grads = {k: grads[k] for k in self.params}
         for part, d in zip(self.STATES, dstate0):
@@ -365,13 +396,13 @@ class Recurrent:
         final = tuple(A[T].copy() for A in self._states(cache))
         return E, grads, (final[0] if len(final) == 1 else final)
 
-    def _bptt(self, cache, dS_out, truncate):
+    def _bptt(self, cache, dS_out, truncate, pool=None):
         """(B1, B2, TR): the gate deltas ``dG : (T, N, nG*H)`` and dE/d(initial state) for each state part."""
         T, N, H = dS_out.shape
         GH = self.GATES * H
         zeros = tuple(np.zeros((N, H), dtype=self.dtype) for _ in self.STATES)
         if truncate is None or truncate >= T - 1:  # full BPTT
-            dG = np.empty((T, N, GH), dtype=self.dtype)
+            dG = self._empty((T, N, GH), pool, "dG")
             dstate = zeros
             for s in range(T - 1, -1, -1):
                 np.add(dstate[0], dS_out[s], out=dstate[0])  # (B1) dE/dh_t = dq_t V + dE/dh_t from step t+1
