@@ -223,7 +223,8 @@ def render(results: dict) -> str:
             L.append(
                 "Ours held: the arrays of the forward cache (states, gate values, input projection) and the "
                 "logits, the caller's X and the loop's copy of W^T excluded. Ours peak: tracemalloc's peak "
-                "over one `loss_and_grad` (cache, backward temporaries and gradients). Torch: the distinct "
+                "over a new model's first `loss_and_grad` (cache, backward temporaries and gradients; later "
+                "calls reuse the cache's buffers). Torch: the distinct "
                 "storages autograd saves "
                 "for backward (saved_tensors_hooks), X and the parameters excluded."
             )

@@ -378,8 +378,9 @@ def _ours_backward_bytes(spec) -> dict:
     """What our recurrent model holds for backward, and what one loss_and_grad allocates at its peak.
 
     ``held``: the distinct arrays of the forward cache (``Recurrent._forward``; the caller's X excluded) plus
-    the logits, which the loss's delta needs. ``peak``: tracemalloc's peak over one ``loss_and_grad`` (NumPy
-    reports its allocations to tracemalloc): cache, backward temporaries and the gradients together.
+    the logits, which the loss's delta needs. ``peak``: tracemalloc's peak over a new model's first
+    ``loss_and_grad`` (NumPy reports its allocations to tracemalloc): cache, backward temporaries and the
+    gradients together.
     """
     import tracemalloc
 
@@ -396,11 +397,10 @@ def _ours_backward_bytes(spec) -> dict:
             seen[id(base)] = base.nbytes
     held = sum(seen.values())
     del cache
-    model.loss_and_grad(X, Y)
+    fresh = make_model(spec)  # its first call: loss_and_grad's buffer pool (recurrent._buffers) starts empty
     tracemalloc.start()
-    tracemalloc.reset_peak()
     base_mem = tracemalloc.get_traced_memory()[0]
-    model.loss_and_grad(X, Y)
+    fresh.loss_and_grad(X, Y)
     peak = tracemalloc.get_traced_memory()[1] - base_mem
     tracemalloc.stop()
     return {"held": held, "peak": peak}
