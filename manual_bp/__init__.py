@@ -4,15 +4,14 @@ Every gradient here is written out from its equations (BP1-BP4, BPTT) and checke
 central finite differences (``manual-bp check``). Importing this package needs NumPy only.
 """
 
+from . import checkpoint, optim, training
 from .gradcheck import GradcheckResult, compare_grads, gradcheck, numerical_grad
+from .gru import GRU
+from .lstm import LSTM
 from .mlp import MLP
-from . import optim
 from .optim import SGD, Adam, AdamW, ExponentialLR, StepLR, clip_grad_norm, clip_grad_value
 from .recurrent import vanishing_gradients
 from .rnn import RNN
-from .lstm import LSTM
-from .gru import GRU
-from . import checkpoint, training
 from .training import fit, fit_stream
 
 __version__ = "0.1.0"

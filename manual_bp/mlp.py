@@ -96,7 +96,8 @@ class MLP:
         required = LOSS_OUTPUT[self.loss_name]
         if required is not None and self.output_activation != required:
             raise ValueError(
-                f"loss={self.loss_name!r} needs output_activation={required!r}; got {self.output_activation!r}"
+                f"loss={self.loss_name!r} needs output_activation={required!r}; "
+                f"got {self.output_activation!r}"
             )
         if required is None and self.output_activation == "softmax":
             raise ValueError("output_activation='softmax' is only allowed with loss='cross_entropy'")
@@ -157,7 +158,9 @@ class MLP:
                     return arr.astype(np.intp, copy=False)  # valid; else as_labels says what is wrong
                 return as_labels("Y", arr, K, (("N", N),))
             Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
-            if (Y < 0).any() or not np.allclose(Y.sum(axis=1), 1, rtol=0, atol=1e-6 if Y.itemsize == 8 else 1e-4):
+            if (Y < 0).any() or not np.allclose(
+                Y.sum(axis=1), 1, rtol=0, atol=1e-6 if Y.itemsize == 8 else 1e-4
+            ):
                 raise ValueError("Y rows for cross_entropy must be one-hot or probability rows (>= 0, sum 1)")
             return Y
         arr = np.asarray(Y)
@@ -165,7 +168,9 @@ class MLP:
             arr = arr.reshape(-1, 1)
         Y = as_float_array("Y", arr, self.dtype, (("N", N), ("nL", K)))
         if self.loss_name == "binary_cross_entropy" and ((Y < 0) | (Y > 1)).any():
-            raise ValueError(f"Y for binary_cross_entropy must lie in [0, 1]; got values in [{Y.min()}, {Y.max()}]")
+            raise ValueError(
+                f"Y for binary_cross_entropy must lie in [0, 1]; got values in [{Y.min()}, {Y.max()}]"
+            )
         return Y
 
     # ------------------------------------------------------------------ forward
@@ -248,7 +253,9 @@ class MLP:
         T = check_param_dict("tangents", tangents, self.params, self.dtype, optional=("X",))
         dA = np.zeros_like(X)
         if "X" in tangents:
-            dA = as_float_array("tangents['X']", tangents["X"], self.dtype, (("N", len(X)), ("n0", self.sizes[0])))
+            dA = as_float_array(
+                "tangents['X']", tangents["X"], self.dtype, (("N", len(X)), ("n0", self.sizes[0]))
+            )
         A = X
         for l in range(1, self.L + 1):
             W, b = self.params[f"W{l}"], self.params[f"b{l}"]

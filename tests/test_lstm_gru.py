@@ -14,8 +14,8 @@ from manual_bp.activations import sigmoid
 from reference import recurrent_loss_and_grad
 from tests.helpers import FLOOR_TORCH, assert_grads_close, assert_scalar_close
 from tests.strategies import (
-    randomize_recurrent_params,
     random_state,
+    randomize_recurrent_params,
     recurrent_inputs,
     recurrent_targets,
 )

@@ -1,4 +1,4 @@
-"""The README's self-contained Python examples (blocks that start with ``import numpy as np``) run as shown."""
+"""The README's self-contained Python examples (blocks starting ``import numpy as np``) run as shown."""
 
 import re
 from pathlib import Path

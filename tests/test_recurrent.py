@@ -29,11 +29,11 @@ from tests.helpers import (
 from tests.strategies import (
     RECURRENT_MODELS,
     RecurrentCase,
+    random_state,
     randomize_recurrent_params,
     recurrent_cases,
     recurrent_inputs,
     recurrent_targets,
-    random_state,
     relu_safe_recurrent,
 )
 

@@ -310,7 +310,10 @@ def test_fit_on_sequences_is_the_documented_loop(kind):
     Y = rng.standard_normal((T, N, K))
     mask = np.zeros((T, N), bool)
     mask[-1] = True  # the last step only, as in the adding problem
-    make = lambda: getattr(manual_bp, kind)(D, 4, K, loss="squared_error", seed=0)
+
+    def make():
+        return getattr(manual_bp, kind)(D, 4, K, loss="squared_error", seed=0)
+
     net, ref = make(), make()
     opt, ref_opt = SGD(net.params, lr=0.2, momentum=0.9), SGD(ref.params, lr=0.2, momentum=0.9)
     h = fit(
