@@ -52,6 +52,7 @@ Forward mode (``jvp``) pushes a tangent of the parameters (and of the initial st
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 
@@ -238,8 +239,10 @@ class Recurrent:
         ``loss_and_grad`` and ``loss`` use the pool, and nothing in it is returned to the caller; one pool per
         thread, so that threads may share a model.
         """
-        pools = self.__dict__.setdefault("_buffer_pools", {})
-        return pools.setdefault(threading.get_ident(), {})
+        pools = self.__dict__.get("_buffer_pools")
+        if pools is None:  # keyed weakly by the thread: a finished thread's pool goes with it
+            pools = self.__dict__["_buffer_pools"] = weakref.WeakKeyDictionary()
+        return pools.setdefault(threading.current_thread(), {})
 
     def _empty(self, shape, pool=None, name=None) -> np.ndarray:
         """``np.empty(shape)`` in the model's dtype; with a pool, its array ``name`` if that has the shape."""
