@@ -55,17 +55,14 @@ def binary_cross_entropy(z, a, Y):
 
 
 def output_delta(loss, z, a, Y, fprime):
-    """delta^(L) = dE/dz^(L) for the batch-mean loss E (BP1). The 1/N of the mean enters here, once."""
+    """delta^(L) = dE/dz^(L) for the batch-mean loss E (BP1). The 1/N of the mean enters here, once.
+
+    Squared error and binary cross-entropy; cross-entropy's delta comes with its loss from ``loss_and_delta``.
+    """
     N = len(z)
     if loss == "squared_error":
         d = a - Y
         d *= fprime(z, a)  # (BP1) -(y - a) ⊙ f'(z)
-    elif loss == "cross_entropy":
-        d = a.copy()
-        if Y.ndim == 1:
-            d[np.arange(N), Y] -= 1  # (BP1) a - y, y one-hot by label
-        else:
-            d -= Y  # (BP1) a - y
     elif loss == "binary_cross_entropy":
         d = a - Y  # (BP1) sigmoid(z) - y
     else:

@@ -41,7 +41,7 @@ from ._validation import (
     check_seed,
 )
 from .activations import ACTIVATIONS
-from .losses import LOSSES, loss_and_delta, output_delta, softmax
+from .losses import LOSSES, loss_and_delta, softmax
 
 OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS) + ("softmax",)
 
@@ -262,11 +262,10 @@ class MLP:
             z = A @ W.T + b  # (F1)
             dz = dA @ W.T + A @ T[f"W{l}"].T + T[f"b{l}"]  # (J1)
             f, fprime = self._f(l)
-            A = f(z)  # (F2)
             if l < self.L:
+                A = f(z)  # (F2)
                 dA = fprime(z, A) * dz  # (J2)
-        E = LOSSES[self.loss_name](z, A, Y)
-        delta_L = output_delta(self.loss_name, z, A, Y, fprime)
+        E, delta_L = loss_and_delta(self.loss_name, z, Y, f, fprime)  # E and delta^(L) as in BP1
         return E, float(np.sum(delta_L * dz))  # (J3)
 
     def __repr__(self):

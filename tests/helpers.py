@@ -46,6 +46,19 @@ def assert_scalar_close(ours: float, ref: float, tol: float, what: str):
         )
 
 
+def loss_at(net, X, Y):
+    """An MLP's loss as a function of a params dict (for finite differences); its own params are restored."""
+
+    def f(p):
+        old, net.params = net.params, p
+        try:
+            return net.loss(X, Y)
+        finally:
+            net.params = old
+
+    return f
+
+
 def fd_grads(loss_at, params: dict, keys=None) -> dict:
     """Central differences of ``loss_at(params)`` in float64."""
     return numerical_grad(loss_at, params, eps=FD_EPS, keys=keys)

@@ -5,6 +5,7 @@ import pytest
 
 from manual_bp import MLP, gradcheck, numerical_grad
 from manual_bp.gradcheck import rel_error
+from tests.helpers import loss_at
 
 
 def quadratic():
@@ -47,13 +48,7 @@ def test_wrong_mlp_gradient_fails():
     X, Y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
     _, g = net.loss_and_grad(X, Y)
 
-    def f(p):
-        old, net.params = net.params, p
-        try:
-            return net.loss(X, Y)
-        finally:
-            net.params = old
-
+    f = loss_at(net, X, Y)
     assert gradcheck(f, net.params, g).ok
     bad = dict(g, W1=g["W1"][::-1])
     result = gradcheck(f, net.params, bad)

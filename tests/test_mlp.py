@@ -15,22 +15,10 @@ from tests.helpers import (
     assert_grads_close,
     assert_scalar_close,
     fd_grads,
+    loss_at,
     tol_torch,
 )
 from tests.strategies import mlp_cases, randomize_params, relu_safe
-
-
-def loss_at(net, X, Y):
-    """The net's loss as a function of a params dict (for finite differences)."""
-
-    def f(p):
-        old, net.params = net.params, p
-        try:
-            return net.loss(X, Y)
-        finally:
-            net.params = old
-
-    return f
 
 
 @given(mlp_cases(dtypes=(np.float64, np.float32)))
