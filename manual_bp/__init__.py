@@ -10,7 +10,7 @@ from .gru import GRU
 from .lstm import LSTM
 from .mlp import MLP
 from .optim import SGD, Adam, AdamW, ExponentialLR, StepLR, clip_grad_norm, clip_grad_value
-from .recurrent import vanishing_gradients
+from .recurrent import Workspace, vanishing_gradients
 from .rnn import RNN
 from .training import fit, fit_stream
 
@@ -34,6 +34,7 @@ __all__ = [
     "LSTM",
     "GRU",
     "vanishing_gradients",
+    "Workspace",
     "gradcheck",
     "numerical_grad",
     "compare_grads",

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import optim
+from .models import MODELS, model_name
 
 FORMAT = "manual-bp-checkpoint"
 VERSION = 1
@@ -57,14 +58,7 @@ class Checkpoint(NamedTuple):
 
 # ---------------------------------------------------------------------------------------------- save
 def _model_class_name(model) -> str:
-    import manual_bp
-
-    name = type(model).__name__
-    if getattr(manual_bp, name, None) is not type(model) or name not in manual_bp.__all__:
-        raise TypeError(
-            f"model must be a manual_bp model class (MLP, RNN, LSTM, GRU) so that load can rebuild it; "
-            f"got {type(model).__module__}.{name}"
-        )
+    name = model_name(model)  # TypeError for a class load could not rebuild
     if not callable(getattr(model, "config", None)) or not isinstance(getattr(model, "params", None), dict):
         raise TypeError(f"model must have config() and a params dict; {name} has not")
     return name
@@ -273,14 +267,12 @@ def _check_meta(path, arrays) -> dict:
 
 
 def _build_model(path, meta, arrays):
-    import manual_bp
-
     spec = meta["model"]
     if not isinstance(spec, dict) or set(spec) != {"class", "config"}:
         raise ValueError(f"{path}: metadata 'model' must have class and config; got {spec!r}")
     name, config = spec["class"], spec["config"]
-    cls = getattr(manual_bp, name, None) if isinstance(name, str) and name in manual_bp.__all__ else None
-    if not isinstance(cls, type) or not callable(getattr(cls, "config", None)):
+    cls = MODELS.get(name) if isinstance(name, str) else None
+    if cls is None:
         raise ValueError(f"{path}: model class {name!r} is not a manual_bp model")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: model config must be a dict; got {config!r}")

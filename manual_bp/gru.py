@@ -58,53 +58,53 @@ class GRU(Recurrent):
     STATES = ("h",)
     HIDDEN_BIAS = True
 
-    def _alloc_cache(self, cache, T, N, pool=None):
-        cache["HN"] = self._empty((T, N, self.hidden_size), pool, "HN")  # gh_n = W_n h_{t-1} + bh_n
+    def _alloc_cache(self, cache, T, N, workspace=None):
+        cache["gh_n"] = self._empty((T, N, self.hidden_size), workspace, "gh_n")  # W_n h_{t-1} + bh_n
 
     def _step(self, s, cache, work):
         H = self.hidden_size
-        S, HN = cache["S"], cache["HN"]
-        a = cache["G"][s]  # (N, 3H): holds U x_t + b, becomes [r z n]
-        gh = np.matmul(S[s], cache["WT"], out=work)  # (G1) one product for all three gates
+        h, gh_n = cache["h"], cache["gh_n"]
+        gates = cache["gates"][s]  # (N, 3H): holds U x_t + b, becomes [r z n]
+        gh = np.matmul(h[s], cache["W_T"], out=work)  # (G1) one product for all three gates
         gh += self.params["bh"]  # (G1)
-        a[:, : 2 * H] += gh[:, : 2 * H]
-        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # (G2) r, z
-        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        HN[s] = gh[:, 2 * H :]
-        n += np.multiply(r, HN[s], out=gh[:, 2 * H :])  # (G3) G_n + r ⊙ gh_n
+        gates[:, : 2 * H] += gh[:, : 2 * H]
+        sigmoid(gates[:, : 2 * H], out=gates[:, : 2 * H])  # (G2) r, z
+        r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
+        gh_n[s] = gh[:, 2 * H :]
+        n += np.multiply(r, gh_n[s], out=gh[:, 2 * H :])  # (G3) G_n + r ⊙ gh_n
         np.tanh(n, out=n)  # (G3)
-        h = S[s + 1]
-        np.subtract(S[s], n, out=h)  # (G4) h_{t-1} - n
-        h *= z
-        h += n  # (G4) h_t = n + z ⊙ (h_{t-1} - n)
+        h_t = h[s + 1]
+        np.subtract(h[s], n, out=h_t)  # (G4) h_{t-1} - n
+        h_t *= z
+        h_t += n  # (G4) h_t = n + z ⊙ (h_{t-1} - n)
 
-    def _step_back(self, a, b, dstate, cache, out):
+    def _step_back(self, start, stop, dstate, cache, dG):
         H = self.hidden_size
         (dh,) = dstate  # dE/dh_t, all paths from later (B1)
-        gates = rows(cache["G"], a, b)
+        gates = rows(cache["gates"], start, stop)
         r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
-        gh_n, h_prev = rows(cache["HN"], a, b), rows(cache["S"], a, b)
+        gh_n, h_prev = rows(cache["gh_n"], start, stop), rows(cache["h"], start, stop)
         da_n = dh * (1 - z) * (1 - n * n)  # (G5)
-        out[:, 2 * H :] = da_n
-        out[:, H : 2 * H] = dh * (h_prev - n) * z * (1 - z)  # (G6) da_z
-        out[:, :H] = da_n * gh_n * r * (1 - r)  # (G7) da_r
-        dgh = out.copy()
+        dG[:, 2 * H :] = da_n
+        dG[:, H : 2 * H] = dh * (h_prev - n) * z * (1 - z)  # (G6) da_z
+        dG[:, :H] = da_n * gh_n * r * (1 - r)  # (G7) da_r
+        dgh = dG.copy()
         dgh[:, 2 * H :] *= r  # (G8) dGh: the reset gate scales W_n h + bh_n
         return (dh * z + dgh @ self.params["W"],)  # (G9) direct path + path through W
 
     def _hidden_deltas(self, dG, cache):
         H = self.hidden_size
         dGh = dG.copy()
-        dGh[..., 2 * H :] *= cache["G"][..., :H]  # (G8) r ⊙ da_n for every t at once
+        dGh[..., 2 * H :] *= cache["gates"][..., :H]  # (G8) r ⊙ da_n for every t at once
         return dGh
 
     def _step_jvp(self, s, dgx, dgw, dprev, cache, dnext):
         H = self.hidden_size
         (dh_prev,), (dh,) = dprev, dnext
         dgh = dgw + dh_prev @ self.params["W"].T  # (J2) tangent of (G1)
-        gates = cache["G"][s]
+        gates = cache["gates"][s]
         r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]
-        gh_n, h_prev = cache["HN"][s], cache["S"][s]
+        gh_n, h_prev = cache["gh_n"][s], cache["h"][s]
         dr = r * (1 - r) * (dgx[:, :H] + dgh[:, :H])  # (J2) tangent of (G2)
         dz = z * (1 - z) * (dgx[:, H : 2 * H] + dgh[:, H : 2 * H])
         dn = (1 - n * n) * (dgx[:, 2 * H :] + dr * gh_n + r * dgh[:, 2 * H :])  # (J2) tangent of (G3)

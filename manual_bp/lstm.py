@@ -62,43 +62,43 @@ class LSTM(Recurrent):
     GATES = 4
     STATES = ("h", "c")
 
-    def _alloc_cache(self, cache, T, N, pool=None):
-        cache["TC"] = self._empty((T, N, self.hidden_size), pool, "TC")  # tanh(c_t)
+    def _alloc_cache(self, cache, T, N, workspace=None):
+        cache["tanh_c"] = self._empty((T, N, self.hidden_size), workspace, "tanh_c")  # tanh(c_t), t = 1..T
 
     def _step(self, s, cache, work):
         H = self.hidden_size
-        S, C, TC = cache["S"], cache["C"], cache["TC"]
-        a = cache["G"][s]  # (N, 4H): holds U x_t + b, becomes [i f g o]
-        a += np.matmul(S[s], cache["WT"], out=work)  # (L1) one product for all four gates
-        sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # (L2) i, f
-        np.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # (L2) g
-        sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])  # (L2) o
-        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        np.multiply(f, C[s], out=C[s + 1])  # (L3) f ⊙ c_{t-1}
-        C[s + 1] += np.multiply(i, g, out=work[:, :H])  # (L3) + i ⊙ g
-        np.tanh(C[s + 1], out=TC[s])
-        np.multiply(o, TC[s], out=S[s + 1])  # (L4) h_t = o ⊙ tanh(c_t)
+        h, c, tanh_c = cache["h"], cache["c"], cache["tanh_c"]
+        gates = cache["gates"][s]  # (N, 4H): holds U x_t + b, becomes [i f g o]
+        gates += np.matmul(h[s], cache["W_T"], out=work)  # (L1) one product for all four gates
+        sigmoid(gates[:, : 2 * H], out=gates[:, : 2 * H])  # (L2) i, f
+        np.tanh(gates[:, 2 * H : 3 * H], out=gates[:, 2 * H : 3 * H])  # (L2) g
+        sigmoid(gates[:, 3 * H :], out=gates[:, 3 * H :])  # (L2) o
+        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        np.multiply(f, c[s], out=c[s + 1])  # (L3) f ⊙ c_{t-1}
+        c[s + 1] += np.multiply(i, g, out=work[:, :H])  # (L3) + i ⊙ g
+        np.tanh(c[s + 1], out=tanh_c[s])
+        np.multiply(o, tanh_c[s], out=h[s + 1])  # (L4) h_t = o ⊙ tanh(c_t)
 
-    def _step_back(self, a, b, dstate, cache, out):
+    def _step_back(self, start, stop, dstate, cache, dG):
         H = self.hidden_size
         dh, dc_next = dstate  # dE/dh_t (both paths, B1); dE/dc_{t+1} ⊙ f_{t+1}
-        gates = rows(cache["G"], a, b)
+        gates = rows(cache["gates"], start, stop)
         i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-        tc, c_prev = rows(cache["TC"], a, b), rows(cache["C"], a, b)
+        tc, c_prev = rows(cache["tanh_c"], start, stop), rows(cache["c"], start, stop)
         dc = dc_next + dh * o * (1 - tc * tc)  # (L5) dE/dc_t: via c_{t+1} and via h_t
-        out[:, :H] = dc * g * i * (1 - i)  # (L6) da_i
-        out[:, H : 2 * H] = dc * c_prev * f * (1 - f)  # (L6) da_f
-        out[:, 2 * H : 3 * H] = dc * i * (1 - g * g)  # (L6) da_g
-        out[:, 3 * H :] = dh * tc * o * (1 - o)  # (L6) da_o
-        return out @ self.params["W"], dc * f  # (L7) gate path into h_{t-1}; (L8) dc_{t-1} = dc_t ⊙ f
+        dG[:, :H] = dc * g * i * (1 - i)  # (L6) da_i
+        dG[:, H : 2 * H] = dc * c_prev * f * (1 - f)  # (L6) da_f
+        dG[:, 2 * H : 3 * H] = dc * i * (1 - g * g)  # (L6) da_g
+        dG[:, 3 * H :] = dh * tc * o * (1 - o)  # (L6) da_o
+        return dG @ self.params["W"], dc * f  # (L7) gate path into h_{t-1}; (L8) dc_{t-1} = dc_t ⊙ f
 
     def _step_jvp(self, s, dgx, dgw, dprev, cache, dnext):
         H = self.hidden_size
         (dh_prev, dc_prev), (dh, dc) = dprev, dnext
         da = dgx + dgw + dh_prev @ self.params["W"].T  # (J2) tangent of (L1)
-        gates = cache["G"][s]
+        gates = cache["gates"][s]
         i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
-        tc, c_prev = cache["TC"][s], cache["C"][s]
+        tc, c_prev = cache["tanh_c"][s], cache["c"][s]
         di = i * (1 - i) * da[:, :H]  # (J2) tangents of (L2)
         df = f * (1 - f) * da[:, H : 2 * H]
         dg = (1 - g * g) * da[:, 2 * H : 3 * H]

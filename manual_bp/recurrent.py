@@ -51,9 +51,6 @@ Forward mode (``jvp``) pushes a tangent of the parameters (and of the initial st
 
 from __future__ import annotations
 
-import threading
-import weakref
-
 import numpy as np
 
 from ._validation import (
@@ -71,9 +68,44 @@ from .losses import log_softmax
 RECURRENT_LOSSES = ("cross_entropy", "squared_error")
 
 
-def rows(arr, a, b):
-    """Steps ``a:b`` of a time-major array ``(T, N, X)`` as rows ``((b-a)*N, X)`` (a view)."""
-    return arr[a:b].reshape(-1, arr.shape[-1])
+def rows(arr, start, stop):
+    """Steps ``start:stop`` of a time-major array ``(T, N, X)`` as rows ``((stop-start)*N, X)`` (a view)."""
+    return arr[start:stop].reshape(-1, arr.shape[-1])
+
+
+class Workspace:
+    """Reusable arrays for repeated calls of ``loss_and_grad`` / ``loss`` (pass ``workspace=``).
+
+    Made anew on every call, the large per-call arrays of a recurrent pass (the gate buffer, the states, the
+    deltas) go back to the OS when freed (glibc trims the heap) and are faulted in again on the next call: up
+    to a third of a training step with 2 BLAS threads (benchmarks/). A workspace keeps them from call to call.
+    It is explicit: a model holds nothing between calls, and whoever passes a workspace owns its memory
+    (``fit`` and ``fit_stream`` make one per run and drop it at the end). Nothing in it is ever returned to
+    the caller. One workspace serves one thread at a time; it pickles and deep-copies as an empty one.
+    """
+
+    def __init__(self):
+        self.arrays = {}
+
+    def empty(self, name, shape, dtype) -> np.ndarray:
+        """The array ``name`` if it has this shape and dtype, else a new one (kept for the next call)."""
+        buf = self.arrays.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self.arrays[name] = np.empty(shape, dtype=dtype)
+        return buf
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def clear(self) -> None:
+        self.arrays.clear()
+
+    def __getstate__(self):
+        return {"arrays": {}}
+
+    def __repr__(self):
+        return f"Workspace({len(self.arrays)} arrays, {self.nbytes / 2**20:.1f} MiB)"
 
 
 class Recurrent:
@@ -87,20 +119,29 @@ class Recurrent:
 
     and writes four methods, each one time step (``s`` is the 0-based step, from state s to state s+1):
 
-    - ``_step(s, cache, work)``: (S2), reading ``cache["G"][s] = U x_t + b`` and writing the states at s+1
-      (it may overwrite ``G[s]`` with the gate activations backward needs);
-    - ``_step_back(a, b, dstate, cache, out)``: (B2) for the steps ``a:b`` stacked as rows; ``dstate`` holds
-      dE/d(state at s+1) for each part, ``(M, H)`` with M = (b-a)*N; writes dG into ``out (M, nG*H)`` and
-      returns dE/d(state at s) for each part;
+    - ``_step(s, cache, work)``: (S2), reading ``cache["gates"][s] = U x_t + b`` and writing the states at
+      s+1; it completes the gate pre-activations in place and leaves there what backward reads (the RNN its
+      z_t, the LSTM and GRU their gate activations);
+    - ``_step_back(start, stop, dstate, cache, dG)``: (B2) for the steps ``start:stop`` stacked as rows;
+      ``dstate`` holds dE/d(state at s+1) for each part, ``(M, H)`` with M = (stop-start)*N; writes the gate
+      deltas into ``dG (M, nG*H)`` and returns dE/d(state at s) for each part;
     - ``_step_jvp(s, dgx, dgw, dprev, cache, dnext)``: (J2);
     - ``_hidden_deltas(dG, cache)``: dGh of (B3) from dG (default: dG itself).
-    - ``_alloc_cache(cache, T, N, pool)``: any extra per-step buffers backward reads (LSTM: tanh(c_t); GRU:
-      gh_n), made with ``self._empty(shape, pool, name)``.
+    - ``_alloc_cache(cache, T, N, workspace)``: any extra per-step arrays backward reads (LSTM: tanh(c_t);
+      GRU: gh_n), made with ``self._empty(shape, workspace, name)``.
+
+    The cache of a forward pass holds ``X``, ``is_ids``, ``gates (T, N, nG*H)``, ``W_T`` (W transposed,
+    contiguous), and each state part by its name, ``cache["h"]`` (and ``cache["c"]``), ``(T+1, N, H)`` with
+    the initial state at index 0. Inside the package the state is always a tuple of parts in ``STATES`` order;
+    ``state_parts`` and ``public_state`` convert at the public boundary, where the RNN and GRU take and return
+    one array and the LSTM a pair ``(h, c)``.
     """
 
     GATES = 1
     STATES = ("h",)
     HIDDEN_BIAS = False
+    #: time-major: X (T, N, ...) and Y (T, N[, K]) index sequences along axis 1
+    BATCH_AXIS = 1
 
     def __init__(self, input_size, hidden_size, output_size, loss="cross_entropy", dtype=np.float64,
                  seed=None):
@@ -137,8 +178,20 @@ class Recurrent:
         shapes.update({"V": (K, H), "c": (K,)})
         return {k: rng.uniform(-bound, bound, shape).astype(self.dtype) for k, shape in shapes.items()}
 
-    def _state_shapes(self):
-        return {f"{part}0": (("N", None), ("H", self.hidden_size)) for part in self.STATES}
+    # ------------------------------------------------------------------ state at the public boundary
+    def public_state(self, parts: tuple):
+        """The package's tuple of state parts in the form users pass as ``h0``: an array, or ``(h, c)``."""
+        return parts[0] if len(self.STATES) == 1 else tuple(parts)
+
+    def state_parts(self, h0, N=None) -> tuple:
+        """``h0`` in any form ``loss_and_grad`` accepts, validated, as the tuple of parts (None -> zeros).
+
+        ``N`` is the batch size; when omitted it is read from ``h0`` itself.
+        """
+        if N is None:
+            first = h0[0] if isinstance(h0, (tuple, list)) and len(self.STATES) > 1 else h0
+            N = np.shape(first)[0] if first is not None else 1
+        return self._check_h0(h0, N)
 
     # ------------------------------------------------------------------ validation
     def _check_X(self, X):
@@ -230,76 +283,67 @@ class Recurrent:
             return None
         return check_int("truncate", truncate, minimum=0)
 
-    # ------------------------------------------------------------------ buffers
-    def _buffers(self) -> dict:
-        """This thread's pool of ``loss_and_grad``'s large per-call arrays, reused from call to call.
+    @staticmethod
+    def _check_workspace(workspace):
+        if workspace is not None and not isinstance(workspace, Workspace):
+            raise TypeError(
+                f"workspace must be a manual_bp.Workspace or None; got {type(workspace).__name__}"
+            )
+        return workspace
 
-        Made anew on every call, these arrays go back to the OS when freed (glibc trims the heap) and are
-        faulted in again on the next call: up to a third of a step with 2 BLAS threads (benchmarks/). Only
-        ``loss_and_grad`` and ``loss`` use the pool, and nothing in it is returned to the caller; one pool per
-        thread, so that threads may share a model.
-        """
-        pools = self.__dict__.get("_buffer_pools")
-        if pools is None:  # keyed weakly by the thread: a finished thread's pool goes with it
-            pools = self.__dict__["_buffer_pools"] = weakref.WeakKeyDictionary()
-        return pools.setdefault(threading.current_thread(), {})
-
-    def _empty(self, shape, pool=None, name=None) -> np.ndarray:
-        """``np.empty(shape)`` in the model's dtype; with a pool, its array ``name`` if that has the shape."""
-        if pool is None:
+    def _empty(self, shape, workspace=None, name=None) -> np.ndarray:
+        """``np.empty(shape)`` in the model's dtype, or the workspace's array ``name`` (see ``Workspace``)."""
+        if workspace is None:
             return np.empty(shape, dtype=self.dtype)
-        buf = pool.get(name)
-        if buf is None or buf.shape != shape:
-            buf = pool[name] = np.empty(shape, dtype=self.dtype)
-        return buf
+        return workspace.empty(name, shape, self.dtype)
 
     # ------------------------------------------------------------------ forward
-    def _project(self, X, is_ids, U, b, pool=None):
+    def _project(self, X, is_ids, U, b, workspace=None):
         """(S1) ``U x_t + b`` for every step at once: ``(T, N, nG*H)``, a buffer the loop fills in place."""
         if is_ids:
             G = np.ascontiguousarray(U.T)[X]  # (T, N, nG*H) row gather: column x of U is U @ onehot(x)
             G += b
             return G
         T, N, D = X.shape
-        out = self._empty((T * N, U.shape[0]), pool, "G")
+        out = self._empty((T * N, U.shape[0]), workspace, "gates")
         G = np.matmul(X.reshape(T * N, D), U.T, out=out).reshape(T, N, -1)  # (T, N, nG*H)
         G += b
         return G
 
-    def _forward(self, X, is_ids, state0, pool=None):
-        """The cache of a forward pass: ``X``, ``G`` (T, N, nG*H), and each state part ``(T+1, N, H)``.
+    def _forward(self, X, is_ids, state0, workspace=None):
+        """The cache of a forward pass (see the class docstring): ``X``, ``gates``, each state part.
 
-        ``pool`` (``loss_and_grad`` and ``loss`` only): reuse its arrays for the cache (see ``_buffers``).
+        ``workspace``: reuse its arrays for the cache (see ``Workspace``).
         """
         T, N = X.shape[:2]
         H = self.hidden_size
-        G = self._project(X, is_ids, self.params["U"], self.params["b"], pool)
-        cache = {"X": X, "is_ids": is_ids, "G": G}
+        gates = self._project(X, is_ids, self.params["U"], self.params["b"], workspace)
+        cache = {"X": X, "is_ids": is_ids, "gates": gates}
         # W^T (H, nG*H) as a contiguous copy, once per pass: the step's (N, H) @ (H, nG*H) product runs
         # 1.4-1.9x faster in OpenBLAS from a row-major W^T than from the transposed view of W (small N).
-        cache["WT"] = np.ascontiguousarray(self.params["W"].T)
+        cache["W_T"] = np.ascontiguousarray(self.params["W"].T)
         for part, s0 in zip(self.STATES, state0):
-            S = self._empty((T + 1, N, H), pool, part)
-            S[0] = s0
-            cache[part.upper() if part != "h" else "S"] = S
-        self._alloc_cache(cache, T, N, pool)
+            states = self._empty((T + 1, N, H), workspace, part)
+            states[0] = s0
+            cache[part] = states
+        self._alloc_cache(cache, T, N, workspace)
         work = np.empty((N, self.GATES * H), dtype=self.dtype)
         for s in range(T):
             self._step(s, cache, work)  # (S2)
         return cache
 
-    def _alloc_cache(self, cache, T, N, pool=None):
-        """Extra per-step buffers a cell keeps for backward (default: none)."""
+    def _alloc_cache(self, cache, T, N, workspace=None):
+        """Extra per-step arrays a cell keeps for backward (default: none)."""
 
     def _states(self, cache):
         """The state parts' arrays, ``(T+1, N, H)`` each, in ``STATES`` order."""
-        return tuple(cache["S"] if part == "h" else cache[part.upper()] for part in self.STATES)
+        return tuple(cache[part] for part in self.STATES)
 
     def _logits(self, cache):
         """(O1) ``q_t = V h_t + c`` for all t: ``(T, N, K)``, one product over all T*N rows."""
-        S = cache["S"]
-        T, N, H = S.shape[0] - 1, S.shape[1], S.shape[2]
-        q = np.matmul(S[1:].reshape(T * N, H), self.params["V"].T).reshape(T, N, -1)
+        h = cache["h"]
+        T, N, H = h.shape[0] - 1, h.shape[1], h.shape[2]
+        q = np.matmul(h[1:].reshape(T * N, H), self.params["V"].T).reshape(T, N, -1)
         q += self.params["c"]
         return q
 
@@ -337,8 +381,26 @@ class Recurrent:
         q = self._logits(cache)
         if self.loss_name == "cross_entropy":
             q = np.exp(log_softmax(q))
-        states = self._states(cache)
-        return q, (states[0] if len(states) == 1 else states)
+        return q, self.public_state(self._states(cache))
+
+    def kink_distance(self, X, h0=None) -> float:
+        """The smallest |z_t| over the relu RNN's pre-activations (inf for a smooth cell): how close to the
+        kink a finite-difference step starts."""
+        if getattr(self, "nonlinearity", None) != "relu":
+            return float("inf")
+        X, is_ids = self._check_X(X)
+        cache = self._forward(X, is_ids, self._check_h0(h0, X.shape[1]))
+        return float(np.abs(cache["gates"]).min())
+
+    def validate(self, X, Y, h0=None, truncate=None, mask=None) -> None:
+        """Check the arguments of ``loss_and_grad`` as it would, without computing anything.
+
+        Raises ValueError or TypeError naming the argument, what was expected and what was given: shapes,
+        dtypes, token-id and label ranges, finiteness, the mask and the initial state. Costs one pass over
+        the data's values (no forward pass) and leaves nothing behind.
+        """
+        self._check_all(X, Y, h0, mask)
+        self._check_truncate(truncate)
 
     def _check_all(self, X, Y, h0, mask):
         X, is_ids = self._check_X(X)
@@ -350,14 +412,28 @@ class Recurrent:
             mask = mask.astype(self.dtype)
         return X, is_ids, Y, state0, mask
 
-    def loss(self, X, Y, h0=None, mask=None) -> float:
-        """Batch loss (O3): the mean over the N sequences of each one's sum over t of E_t."""
+    def loss(self, X, Y, h0=None, mask=None, return_outputs=False, return_state=False, workspace=None):
+        """Batch loss (O3): the mean over the N sequences of each one's sum over t of E_t.
+
+        With ``return_outputs`` also the outputs o_t ``(T, N, K)`` (as ``forward``), with ``return_state``
+        also the final state (as ``loss_and_grad``): ``(E[, outputs][, state])``, from one forward pass.
+        ``workspace``: see ``Workspace`` (the outputs are never in it).
+        """
         X, is_ids, Y, state0, mask = self._check_all(X, Y, h0, mask)
-        cache = self._forward(X, is_ids, state0, self._buffers())
-        return self._loss_and_delta(self._logits(cache), Y, mask)[0]
+        self._check_workspace(workspace)
+        cache = self._forward(X, is_ids, state0, workspace)
+        E, _, o = self._loss_and_delta(self._logits(cache), Y, mask)
+        if not (return_outputs or return_state):
+            return E
+        out = (E,)
+        if return_outputs:
+            out += (o,)
+        if return_state:
+            out += (self.public_state(tuple(part[-1].copy() for part in self._states(cache))),)
+        return out
 
     # ------------------------------------------------------------------ reverse mode
-    def loss_and_grad(self, X, Y, h0=None, truncate=None, mask=None, return_state=False):
+    def loss_and_grad(self, X, Y, h0=None, truncate=None, mask=None, return_state=False, workspace=None):
         """The loss (O3) and its gradient by (truncated) backpropagation through time.
 
         Parameters
@@ -368,6 +444,7 @@ class Recurrent:
         truncate : None (full BPTT) or int k >= 0: each E_t flows back through k+1 steps (module docstring)
         mask : (T, N) booleans or None; a False step adds no loss and its target is ignored
         return_state : also return the final state, in the form ``h0`` accepts (to carry into the next chunk)
+        workspace : a ``Workspace`` whose arrays the pass may reuse (for repeated calls), or None
 
         Returns
         -------
@@ -376,50 +453,49 @@ class Recurrent:
         """
         X, is_ids, Y, state0, mask = self._check_all(X, Y, h0, mask)
         truncate = self._check_truncate(truncate)
-        pool = self._buffers()
-        cache = self._forward(X, is_ids, state0, pool)
-        S = cache["S"]
+        self._check_workspace(workspace)
+        cache = self._forward(X, is_ids, state0, workspace)
+        h = cache["h"]
         T, N, H = X.shape[0], X.shape[1], self.hidden_size
         E, dq, _ = self._loss_and_delta(self._logits(cache), Y, mask)
         K = self.output_size
         dq2 = dq.reshape(T * N, K)
         grads = {
-            "V": dq2.T @ S[1:].reshape(T * N, H),  # (O5) sum_t dq_t^T h_t
+            "V": dq2.T @ h[1:].reshape(T * N, H),  # (O5) sum_t dq_t^T h_t
             "c": dq2.sum(axis=0),  # (O5)
         }
-        dS_out = np.matmul(dq2, self.params["V"], out=self._empty((T * N, H), pool, "dS_out"))
-        dS_out = dS_out.reshape(T, N, H)  # (B1) first path: E_t through V
-        dG, dstate0 = self._bptt(cache, dS_out, truncate, pool)
+        dh_out = np.matmul(dq2, self.params["V"], out=self._empty((T * N, H), workspace, "dh_out"))
+        dh_out = dh_out.reshape(T, N, H)  # (B1) first path: E_t through V
+        dG, dstate0 = self._bptt(cache, dh_out, truncate, workspace)
         grads.update(self._weight_grads(cache, dG))
         grads = {k: grads[k] for k in self.params}
         for part, d in zip(self.STATES, dstate0):
             grads[f"{part}0"] = d  # (B4)
         if not return_state:
             return E, grads
-        final = tuple(A[T].copy() for A in self._states(cache))
-        return E, grads, (final[0] if len(final) == 1 else final)
+        return E, grads, self.public_state(tuple(part[T].copy() for part in self._states(cache)))
 
-    def _bptt(self, cache, dS_out, truncate, pool=None):
+    def _bptt(self, cache, dh_out, truncate, workspace=None):
         """(B1, B2, TR): the gate deltas ``dG : (T, N, nG*H)`` and dE/d(initial state) for each state part."""
-        T, N, H = dS_out.shape
+        T, N, H = dh_out.shape
         GH = self.GATES * H
         zeros = tuple(np.zeros((N, H), dtype=self.dtype) for _ in self.STATES)
         if truncate is None or truncate >= T - 1:  # full BPTT
-            dG = self._empty((T, N, GH), pool, "dG")
+            dG = self._empty((T, N, GH), workspace, "dG")
             dstate = zeros
             for s in range(T - 1, -1, -1):
-                np.add(dstate[0], dS_out[s], out=dstate[0])  # (B1) dE/dh_t = dq_t V + dE/dh_t from step t+1
+                np.add(dstate[0], dh_out[s], out=dstate[0])  # (B1) dE/dh_t = dq_t V + dE/dh_t from step t+1
                 dstate = self._step_back(s, s + 1, dstate, cache, dG[s])  # (B2)
             return dG, dstate
         # (TR) every E_t with t - l >= 1 sits at state j = t - l (array index j - 1); all step back together
         dG = np.zeros((T, N, GH), dtype=self.dtype)
         dstate0 = zeros
-        dstate = (dS_out.reshape(T * N, H),)  # lag 0: each E_t at its own h_t; nothing yet on c_t
+        dstate = (dh_out.reshape(T * N, H),)  # lag 0: each E_t at its own h_t; nothing yet on c_t
         dstate += tuple(np.zeros((T * N, H), dtype=self.dtype) for _ in self.STATES[1:])
-        out = np.empty((T * N, GH), dtype=self.dtype)
+        dG_rows = np.empty((T * N, GH), dtype=self.dtype)
         for lag in range(truncate + 1):
             M = T - lag  # sources j = 1..M
-            dG_lag = out[: M * N]
+            dG_lag = dG_rows[: M * N]
             dprev = self._step_back(0, M, dstate, cache, dG_lag)  # (B2) steps j = 1..M, each E_t's own chain
             dG[:M] += dG_lag.reshape(M, N, GH)  # (B3) summed over the E_t whose window holds step j
             for d0, d in zip(dstate0, dprev):
@@ -433,7 +509,7 @@ class Recurrent:
 
     def _weight_grads(self, cache, dG):
         """(B3) dU, db, dW [, dbh] as single products over all T*N rows, after the time loop."""
-        X, S = cache["X"], cache["S"]
+        X, h = cache["X"], cache["h"]
         T, N, GH = dG.shape
         H = self.hidden_size
         dG2 = dG.reshape(T * N, GH)
@@ -448,7 +524,7 @@ class Recurrent:
             grads["U"] = (X.reshape(T * N, -1).T @ dG2).T
         grads["b"] = dG2.sum(axis=0)  # (B3)
         dGh2 = self._hidden_deltas(dG, cache).reshape(T * N, GH)
-        grads["W"] = (S[:-1].reshape(T * N, H).T @ dGh2).T  # (B3) sum_t dGh_t^T h_{t-1}, the same layout
+        grads["W"] = (h[:-1].reshape(T * N, H).T @ dGh2).T  # (B3) sum_t dGh_t^T h_{t-1}, the same layout
         if self.HIDDEN_BIAS:
             grads["bh"] = dGh2.sum(axis=0)  # (B3)
         return grads
@@ -473,9 +549,9 @@ class Recurrent:
             else:
                 dstate0.append(np.zeros((N, H), dtype=self.dtype))
         cache = self._forward(X, is_ids, state0)
-        S = cache["S"]
+        h = cache["h"]
         dGx = self._project(X, is_ids, tan["U"], tan["b"])  # (J1) U' x_t + b'
-        dGw = np.matmul(S[:-1].reshape(T * N, H), tan["W"].T).reshape(T, N, -1)  # (J1) W' h_{t-1}
+        dGw = np.matmul(h[:-1].reshape(T * N, H), tan["W"].T).reshape(T, N, -1)  # (J1) W' h_{t-1}
         if self.HIDDEN_BIAS:
             dGw += tan["bh"]
         dstates = []
@@ -488,9 +564,9 @@ class Recurrent:
                            tuple(d[s + 1] for d in dstates))  # (J2)
         q = self._logits(cache)
         E, dq, _ = self._loss_and_delta(q, Y, mask)
-        dS = dstates[0]
-        dq_tan = np.matmul(dS[1:].reshape(T * N, H), self.params["V"].T)  # V h'_t
-        dq_tan += np.matmul(S[1:].reshape(T * N, H), tan["V"].T)  # V' h_t
+        dh = dstates[0]
+        dq_tan = np.matmul(dh[1:].reshape(T * N, H), self.params["V"].T)  # V h'_t
+        dq_tan += np.matmul(h[1:].reshape(T * N, H), tan["V"].T)  # V' h_t
         dq_tan += tan["c"]
         return E, float(np.sum(dq.reshape(T * N, -1) * dq_tan))  # (J3)
 
@@ -524,10 +600,10 @@ def vanishing_gradients(model, X, Y, h0=None) -> dict:
         np.zeros((N, H), dtype=model.dtype) for _ in model.STATES[1:]
     )
     norms = {part: np.empty(T + 1) for part in model.STATES}
-    work = np.empty((N, model.GATES * H), dtype=model.dtype)
+    dG = np.empty((N, model.GATES * H), dtype=model.dtype)
     for k in range(T, -1, -1):
         for part, d in zip(model.STATES, dstate):
             norms[part][k] = float(np.linalg.norm(d))
         if k > 0:
-            dstate = model._step_back(k - 1, k, dstate, cache, work)  # (B2) from state k to state k-1
+            dstate = model._step_back(k - 1, k, dstate, cache, dG)  # (B2) from state k to state k-1
     return norms

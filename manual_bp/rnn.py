@@ -64,12 +64,12 @@ class RNN(Recurrent):
         return {**super().config(), "nonlinearity": self.nonlinearity}
 
     def _step(self, s, cache, work):
-        S, z = cache["S"], cache["G"][s]  # G[s] holds U x_t + b and becomes z_t
-        z += np.matmul(S[s], cache["WT"], out=work)  # (R1) z_t = U x_t + W s_{t-1} + b
+        h, z = cache["h"], cache["gates"][s]  # gates[s] holds U x_t + b and becomes z_t
+        z += np.matmul(h[s], cache["W_T"], out=work)  # (R1) z_t = U x_t + W s_{t-1} + b
         if self.nonlinearity == "tanh":
-            np.tanh(z, out=S[s + 1])  # (R2)
+            np.tanh(z, out=h[s + 1])  # (R2)
         else:
-            np.maximum(z, 0, out=S[s + 1])  # (R2)
+            np.maximum(z, 0, out=h[s + 1])  # (R2)
 
     def _fprime(self, z, a):
         """f'(z_t) from z_t and s_t = f(z_t)."""
@@ -77,16 +77,16 @@ class RNN(Recurrent):
             return 1 - a * a
         return z > 0  # 0 at the kink, as torch
 
-    def _step_back(self, a, b, dstate, cache, out):
+    def _step_back(self, start, stop, dstate, cache, dG):
         (ds,) = dstate  # dE/ds_t, both paths (B1)
-        z, s_t = rows(cache["G"], a, b), rows(cache["S"], a + 1, b + 1)
-        delta = np.multiply(ds, self._fprime(z, s_t), out=out)  # (R3) delta_t = dE/ds_t ⊙ f'(z_t)
+        z, s_t = rows(cache["gates"], start, stop), rows(cache["h"], start + 1, stop + 1)
+        delta = np.multiply(ds, self._fprime(z, s_t), out=dG)  # (R3) delta_t = dE/ds_t ⊙ f'(z_t)
         return (delta @ self.params["W"],)  # (R4) dE/ds_{t-1} = delta_t W
 
     def _step_jvp(self, s, dgx, dgw, dprev, cache, dnext):
         (ds_prev,), (ds,) = dprev, dnext
         dz = dgx + dgw + ds_prev @ self.params["W"].T  # (J2) tangent of (R1)
-        np.multiply(self._fprime(cache["G"][s], cache["S"][s + 1]), dz, out=ds)  # (J2) tangent of (R2)
+        np.multiply(self._fprime(cache["gates"][s], cache["h"][s + 1]), dz, out=ds)  # (J2) tangent of (R2)
 
     def __repr__(self):
         return (

@@ -5,7 +5,9 @@ Each function takes one of our NumPy models (and its inputs), builds the torch e
 autograd, and returns ``(loss, grads)`` in our dict layout as NumPy arrays. Nothing here re-types our
 backward formulas: the gradients are autograd's.
 
-Importing this package imports torch; ``manual_bp`` itself never does.
+It installs as ``manual_bp.reference`` (from the repository's ``reference/`` folder): importing it imports
+torch; ``import manual_bp`` itself never does. ``loss_and_grad`` is the one entry point that
+``manual_bp.harness`` calls for every model family.
 """
 
 from .mlp import mlp_jvp, mlp_loss_and_grad
@@ -18,7 +20,16 @@ from .recurrent import (
     recurrent_vanishing,
 )
 
+
+def loss_and_grad(model, X, Y, dtype=None, **kwargs):
+    """Autograd's ``(loss, grads)`` for any manual_bp model, in our names (dispatch by the batch axis)."""
+    if model.BATCH_AXIS == 0:
+        return mlp_loss_and_grad(model, X, Y, dtype=dtype, **kwargs)
+    return recurrent_loss_and_grad(model, X, Y, dtype=dtype, **kwargs)
+
+
 __all__ = [
+    "loss_and_grad",
     "mlp_loss_and_grad",
     "mlp_jvp",
     "build_recurrent",

@@ -25,11 +25,11 @@ from .mlp import _torch_dtype
 
 def _kind(model) -> str:
     """"RNN", "LSTM" or "GRU"; a subclass counts as its base (a planted-bug subclass meets the true one)."""
-    from manual_bp import GRU, LSTM, RNN
+    from manual_bp.models import RECURRENT_MODELS
 
-    for cls in (RNN, LSTM, GRU):
+    for name, cls in RECURRENT_MODELS.items():
         if isinstance(model, cls):
-            return cls.__name__
+            return name
     raise TypeError(f"model must be a manual_bp RNN, LSTM or GRU; got {type(model).__name__}")
 
 

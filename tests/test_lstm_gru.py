@@ -8,14 +8,14 @@ oracle holding the true parameters) must raise.
 
 import numpy as np
 import pytest
+from manual_bp.reference import recurrent_loss_and_grad
 
 from manual_bp import GRU, LSTM, RNN
 from manual_bp.activations import sigmoid
-from reference import recurrent_loss_and_grad
 from tests.helpers import FLOOR_TORCH, assert_grads_close, assert_scalar_close
 from tests.strategies import (
     random_state,
-    randomize_recurrent_params,
+    randomize_params,
     recurrent_inputs,
     recurrent_targets,
 )
@@ -26,7 +26,7 @@ MODELS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
 def problem(kind, seed, T=6, N=3, D=3, H=4, K=3, ids=False, cls=None):
     m = (cls or MODELS[kind])(D, H, K, seed=seed)
     rng = np.random.default_rng(seed)
-    m.params = randomize_recurrent_params(m.params, rng)
+    m.params = randomize_params(m.params, rng)
     return m, recurrent_inputs(m, T, N, rng, ids), recurrent_targets(m, T, N, rng), random_state(m, N, rng)
 
 
@@ -98,8 +98,8 @@ def test_a_dropped_bias_hides_when_biases_start_at_zero():
 class LSTMWithoutCellPath(LSTM):
     """A planted backward bug: the cell-state path dE/dc_{t-1} = dE/dc_t ⊙ f is dropped (L8)."""
 
-    def _step_back(self, a, b, dstate, cache, out):
-        dh_prev, dc_prev = super()._step_back(a, b, dstate, cache, out)
+    def _step_back(self, start, stop, dstate, cache, dG):
+        dh_prev, dc_prev = super()._step_back(start, stop, dstate, cache, dG)
         return dh_prev, np.zeros_like(dc_prev)
 
 
@@ -111,7 +111,7 @@ class GRUResetAfterBias(GRU):
         bh = self.params["bh"]
         self.params = {**self.params, "bh": np.concatenate([bh[: 2 * H], 0 * bh[2 * H :]])}
         try:
-            cache["G"][s][:, 2 * H :] += bh[2 * H :]  # bh_n outside the reset gate
+            cache["gates"][s][:, 2 * H :] += bh[2 * H :]  # bh_n outside the reset gate
             super()._step(s, cache, work)
         finally:
             self.params = {**self.params, "bh": bh}

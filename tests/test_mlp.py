@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
+from manual_bp.reference import mlp_jvp, mlp_loss_and_grad
 
 from manual_bp import MLP
 from manual_bp.activations import ACTIVATIONS, sigmoid, softplus
-from reference import mlp_jvp, mlp_loss_and_grad
 from tests.helpers import (
     FLOOR_FD,
     FLOOR_TORCH,

@@ -6,17 +6,17 @@ Every property runs for each of the three models (the skeleton is shared, the ce
 
 import numpy as np
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-from manual_bp import vanishing_gradients
-from reference import (
+from manual_bp.reference import (
     recurrent_forward,
     recurrent_jvp,
     recurrent_loss_and_grad,
     recurrent_train_chunks,
     recurrent_vanishing,
 )
+
+from manual_bp import vanishing_gradients
 from tests.helpers import (
     FLOOR_FD,
     FLOOR_TORCH,
@@ -24,13 +24,14 @@ from tests.helpers import (
     assert_grads_close,
     assert_scalar_close,
     fd_grads,
+    loss_at,
     tol_torch,
 )
 from tests.strategies import (
     RECURRENT_MODELS,
     RecurrentCase,
     random_state,
-    randomize_recurrent_params,
+    randomize_params,
     recurrent_cases,
     recurrent_inputs,
     recurrent_targets,
@@ -45,7 +46,7 @@ def pinned(kind, T=1, N=1, D=1, H=1, K=2, ids=False, truncate=None, loss="cross_
     """A fixed small case for ``@example``: the edges T=1, N=1, H=1."""
     model = RECURRENT_MODELS[kind](D, H, K, loss=loss, dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed)
-    model.params = randomize_recurrent_params(model.params, rng)
+    model.params = randomize_params(model.params, rng)
     X = recurrent_inputs(model, T, N, rng, ids)
     Y = recurrent_targets(model, T, N, rng)
     m = (rng.uniform(size=(T, N)) < 0.7) if mask else None
@@ -60,70 +61,17 @@ def state_keys(model):
     return [f"{p}0" for p in model.STATES]
 
 
-def fd_loss(case):
-    """The float64 loss as a function of a dict of params plus the initial state(s)."""
-    m = case.model
-    names = state_keys(m)
-
-    def f(p):
-        old = m.params
-        m.params = {k: p[k] for k in old}
-        try:
-            h0 = tuple(p[n] for n in names)
-            return m.loss(case.X, case.Y, h0=h0 if len(h0) > 1 else h0[0], mask=case.mask)
-        finally:
-            m.params = old
-
-    return f
-
-
-def fd_point(case):
-    m = case.model
-    N = case.X.shape[1]
-    h0 = case.h0 if case.h0 is not None else tuple(np.zeros((N, m.hidden_size)) for _ in m.STATES)
-    parts = h0 if isinstance(h0, tuple) else (h0,)
-    return {**m.params, **{n: np.asarray(v, dtype=np.float64) for n, v in zip(state_keys(m), parts)}}
-
-
 PINS = {  # the edges a loop bound gets wrong: T=1, N=1, H=1; and T=2 token ids truncated at 0, SE, masked
     kind: [pinned(kind), pinned(kind, T=2, D=3, ids=True, truncate=0, loss="squared_error", mask=True)]
     for kind in KINDS
 }
 
 
-def _calling(prop):
-    """A fresh function for each model to carry its own hypothesis decorations."""
-
-    def test(case, **kw):
-        prop(case, **kw)
-
-    return test
-
-
-def per_model(max_examples=None, extras=None, pin_extras=None, **strategy_kw):
-    """Turn a property ``prop(case, **extras)`` into one hypothesis test per model, ``test_<prop>_<model>``,
-    drawing cases of that model only (so each model gets the profile's full number of examples) and pinned
-    with ``@example`` at the edges in ``PINS``."""
-    extras = extras or {}
-    pin_extras = pin_extras or {}
-
-    def make(prop):
-        for kind in KINDS:
-            test = given(case=cases(kind, **strategy_kw), **extras)(_calling(prop))
-            for pin in PINS[kind]:
-                test = example(case=pin, **pin_extras)(test)
-            if max_examples is not None:
-                test = settings(max_examples=max_examples)(test)
-            name = f"test_{prop.__name__}_{kind.lower()}"
-            test.__name__ = test.__qualname__ = name
-            globals()[name] = test
-        return prop
-
-    return make
+PIN_IDS = [f"{kind.lower()}-{i}" for kind in KINDS for i in range(len(PINS[kind]))]
+PINNED = [pin for kind in KINDS for pin in PINS[kind]]
 
 
 # -------------------------------------------------------------------------------------------------- vs torch
-@per_model(dtypes=(np.float64, np.float32))
 def grads_equal_torch(case):
     m = case.model
     E, g = m.loss_and_grad(case.X, case.Y, **case.kwargs())
@@ -136,15 +84,38 @@ def grads_equal_torch(case):
     assert_grads_close(g, g_t, tol, FLOOR_TORCH, what=case.describe())
 
 
-@per_model(max_examples=6, max_T=6, max_N=3, max_size=3, truncate=False)
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_grads_equal_torch(kind, data):
+    case = data.draw(cases(kind, dtypes=(np.float64, np.float32)), label="case")
+    grads_equal_torch(case)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_grads_equal_torch_at_the_edges(case):
+    grads_equal_torch(case)
+
+
 def grads_equal_finite_differences(case):
-    assume(relu_safe_recurrent(case))
     _, g = case.model.loss_and_grad(case.X, case.Y, **case.kwargs(truncate=False))
-    numeric = fd_grads(fd_loss(case), fd_point(case))
+    numeric = fd_grads(loss_at(case.model, case.X, case.Y, mask=case.mask), case.fd_point())
     assert_grads_close(g, numeric, TOL_FD, FLOOR_FD, what=case.describe() + "vs finite differences: ")
 
 
-@per_model(truncate=False, extras={"seed": st.integers(0, 2**32 - 1)}, pin_extras={"seed": 1})
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=6)
+@given(data=st.data())
+def test_grads_equal_finite_differences(kind, data):
+    case = data.draw(cases(kind, max_T=6, max_N=3, max_size=3, truncate=False), label="case")
+    assume(relu_safe_recurrent(case))
+    grads_equal_finite_differences(case)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_grads_equal_finite_differences_at_the_edges(case):
+    grads_equal_finite_differences(case)
+
+
 def jvp_equals_grad_dot_tangent_and_torch_func_jvp(case, seed):
     m = case.model
     rng = np.random.default_rng(seed)
@@ -164,7 +135,19 @@ def jvp_equals_grad_dot_tangent_and_torch_func_jvp(case, seed):
         f"{case.describe()}jvp {dE!r} vs torch.func.jvp {dE_t!r}")
 
 
-@per_model(truncate=False, masks=False)
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_jvp_equals_grad_dot_tangent_and_torch_func_jvp(kind, data):
+    case = data.draw(cases(kind, truncate=False), label="case")
+    seed = data.draw(st.integers(0, 2**32 - 1), label='seed')
+    jvp_equals_grad_dot_tangent_and_torch_func_jvp(case, seed=seed)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_jvp_equals_grad_dot_tangent_and_torch_func_jvp_at_the_edges(case):
+    jvp_equals_grad_dot_tangent_and_torch_func_jvp(case, seed=1)
+
+
 def forward_and_final_state_equal_torch(case):
     m = case.model
     P, S = m.forward(case.X, h0=case.h0)
@@ -184,8 +167,19 @@ def forward_and_final_state_equal_torch(case):
         np.testing.assert_array_equal(S[-1], final)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_forward_and_final_state_equal_torch(kind, data):
+    case = data.draw(cases(kind, truncate=False, masks=False), label="case")
+    forward_and_final_state_equal_torch(case)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_forward_and_final_state_equal_torch_at_the_edges(case):
+    forward_and_final_state_equal_torch(case)
+
+
 # ------------------------------------------------------------------------------------------------ truncation
-@per_model(truncate=False, extras={"extra": st.integers(0, 3)}, pin_extras={"extra": 0})
 def truncate_at_least_T_minus_1_is_full_bptt(case, extra):
     m = case.model
     T = case.X.shape[0]
@@ -195,6 +189,19 @@ def truncate_at_least_T_minus_1_is_full_bptt(case, extra):
     assert E_k == E
     for key in g:
         np.testing.assert_array_equal(g_k[key], g[key], err_msg=f"{key} with truncate={k} >= T-1={T - 1}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@given(data=st.data())
+def test_truncate_at_least_T_minus_1_is_full_bptt(kind, data):
+    case = data.draw(cases(kind, truncate=False), label="case")
+    extra = data.draw(st.integers(0, 3), label='extra')
+    truncate_at_least_T_minus_1_is_full_bptt(case, extra=extra)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_truncate_at_least_T_minus_1_is_full_bptt_at_the_edges(case):
+    truncate_at_least_T_minus_1_is_full_bptt(case, extra=0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -212,9 +219,6 @@ def test_truncation_changes_the_gradient_and_matches_a_detached_torch_graph(kind
         np.testing.assert_allclose(g["V"], full["V"], rtol=1e-13, atol=1e-15)
 
 
-@per_model(max_examples=4, max_T=30, max_N=4, max_size=5, truncate=False, masks=False,
-           extras={"chunk": st.integers(1, 15), "k": st.none() | st.integers(0, 15)},
-           pin_extras={"chunk": 1, "k": None})
 def chunked_training_with_carried_state_equals_torch(case, chunk, k):
     """A long sequence trained in chunks, the final state of each carried (detached) into the next."""
     m = case.model
@@ -231,13 +235,26 @@ def chunked_training_with_carried_state_equals_torch(case, chunk, k):
     losses_t, params_t, state_t = recurrent_train_chunks(m, case.X, case.Y, chunk, lr, h0=case.h0, truncate=k)
     np.testing.assert_allclose(losses, losses_t, rtol=1e-10, atol=1e-12)
     assert_grads_close(trained, params_t, 1e-10, FLOOR_TORCH, what=f"{m!r} params after chunked SGD: ")
-    for ours, theirs in zip(state if isinstance(state, tuple) else (state,),
-                            state_t if isinstance(state_t, tuple) else (state_t,)):
+    for ours, theirs in zip(m.state_parts(state), m.state_parts(state_t)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=4)
+@given(data=st.data())
+def test_chunked_training_with_carried_state_equals_torch(kind, data):
+    case = data.draw(cases(kind, max_T=30, max_N=4, max_size=5, truncate=False, masks=False), label="case")
+    chunk = data.draw(st.integers(1, 15), label='chunk')
+    k = data.draw(st.none() | st.integers(0, 15), label='k')
+    chunked_training_with_carried_state_equals_torch(case, chunk=chunk, k=k)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_chunked_training_with_carried_state_equals_torch_at_the_edges(case):
+    chunked_training_with_carried_state_equals_torch(case, chunk=1, k=None)
+
+
 # -------------------------------------------------------------------------------------------------- vanishing
-@per_model(max_examples=6, truncate=False, masks=False)
 def vanishing_gradient_norms_equal_torch_retain_grad(case):
     m = case.model
     ours = vanishing_gradients(m, case.X, case.Y, h0=case.h0)
@@ -249,6 +266,19 @@ def vanishing_gradient_norms_equal_torch_retain_grad(case):
         scale = max(float(np.max(theirs[part])), 1e-12)
         np.testing.assert_allclose(ours[part], theirs[part], rtol=0, atol=1e-10 * scale,
                                    err_msg=f"{case.describe()}||dE_T/d{part}_k||")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=6)
+@given(data=st.data())
+def test_vanishing_gradient_norms_equal_torch_retain_grad(kind, data):
+    case = data.draw(cases(kind, truncate=False, masks=False), label="case")
+    vanishing_gradient_norms_equal_torch_retain_grad(case)
+
+
+@pytest.mark.parametrize("case", PINNED, ids=PIN_IDS)
+def test_vanishing_gradient_norms_equal_torch_retain_grad_at_the_edges(case):
+    vanishing_gradient_norms_equal_torch_retain_grad(case)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -281,8 +311,8 @@ def test_float32_model_computes_in_float32(kind):
     m = case.model
     E, g, state = m.loss_and_grad(case.X, case.Y, **case.kwargs(), return_state=True)
     P, S = m.forward(case.X, h0=case.h0)
-    for arr in list(g.values()) + [P] + list(S if isinstance(S, tuple) else (S,)) + list(
-            state if isinstance(state, tuple) else (state,)):
+    sequences = S if isinstance(S, tuple) else (S,)  # forward's public form: (S, C) for the LSTM
+    for arr in list(g.values()) + [P] + list(sequences) + list(m.state_parts(state)):
         assert arr.dtype == np.float32
 
 

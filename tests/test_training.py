@@ -208,7 +208,7 @@ def _make(kind, D=5, H=4, K=5, loss="cross_entropy", seed=0):
 
 def torch_stream(model, stream_X, stream_Y, epochs, chunk_length, n_streams, opt_kind, hyper):
     """torch doing truncated BPTT on a stream: same pieces, same chunks, ``h.detach()`` between chunks."""
-    from reference.recurrent import build_recurrent
+    from manual_bp.reference.recurrent import build_recurrent
 
     kind = type(model).__name__
     core, head = build_recurrent(model, dtype=np.float64)

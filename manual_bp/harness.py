@@ -1,0 +1,354 @@
+"""The one verification harness: tolerances, problem generators, the kink guard, loss-at-params, the oracle.
+
+``manual-bp check``, the test suite and the benchmarks all check gradients through this module, so that they
+draw from one distribution and judge by one table. The error metric is ``gradcheck.rel_error`` (norm-wise
+relative error per parameter array, with a floor), re-exported here; the torch oracle is
+``manual_bp.reference`` (torch's own modules with our weights copied in), imported only by :func:`oracle`.
+
+Problem generators
+------------------
+``mlp_problem(pick, ...)`` and ``recurrent_problem(pick, ...)`` build a random model with random non-zero
+parameters (both biases included: a dropped bias cannot hide behind a zero) and a matching batch. Every random
+decision goes through ``pick``, an object with
+
+- ``int(lo, hi, label)``: an integer in [lo, hi];
+- ``choice(options, label, sweep=False)``: one of ``options``;
+- ``bool(label)``: True or False;
+- ``seed(label)``: a 32-bit seed for the NumPy generator that fills the arrays.
+
+:class:`RngPick` draws them from a NumPy generator (``manual-bp check``; with ``index=i`` the ``sweep``
+choices cycle through their options, so that a short table still shows every loss and dtype);
+``tests/strategies.py`` supplies one that draws them with hypothesis (so that failures shrink). Either way the
+same function decides what a problem looks like.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .gradcheck import compare_grads, numerical_grad, rel_error
+from .models import MODELS, RECURRENT_MODELS
+
+__all__ = [
+    "TOLERANCES",
+    "Allowance",
+    "allowance",
+    "KINK_MARGIN",
+    "rel_error",
+    "compare_grads",
+    "assert_grads_close",
+    "assert_scalar_close",
+    "fd_grads",
+    "loss_at",
+    "Problem",
+    "RngPick",
+    "mlp_problem",
+    "logreg_problem",
+    "recurrent_problem",
+    "off_kink",
+    "oracle",
+]
+
+
+# ---------------------------------------------------------------------------------------------- tolerances
+@dataclass(frozen=True)
+class Allowance:
+    """How closely a gradient of a model of one dtype must match each oracle (errors as ``rel_error``)."""
+
+    torch: float  # against torch's modules computing in float64
+    torch_floor: float
+    fd: float  # against central differences of a float64 copy of the model
+    fd_floor: float
+    fd_eps: float  # the central-difference step
+
+
+#: The one tolerance table, keyed by the dtype of the model under test. The reasons, once:
+#:
+#: - torch, float64: both sides compute the same exact gradient with different summation orders, so they agree
+#:   to a few ulps times the depth of the computation: 1e-10. The floor 1e-12 only keeps 0/0 out.
+#: - torch, float32: torch computes in float64 (the exact answer), so the allowance is float32's epsilon
+#:   (1.2e-7) times the growth of rounding error through layers and time steps: 1e-4.
+#: - finite differences: always of a float64 copy (float32 differences are too coarse to mean anything), step
+#:   1e-6: truncation O(eps^2 |E'''|) ~ 1e-12 and rounding ~1e-16 |E| / eps ~ 1e-10 |E|, so a loss of order 1
+#:   gives gradients good to ~1e-10 absolute, inside ``fd * fd_floor`` = 1e-9.
+TOLERANCES = {
+    "float64": Allowance(torch=1e-10, torch_floor=1e-12, fd=1e-6, fd_floor=1e-3, fd_eps=1e-6),
+    "float32": Allowance(torch=1e-4, torch_floor=1e-12, fd=1e-6, fd_floor=1e-3, fd_eps=1e-6),
+}
+
+#: no relu pre-activation may lie this close to 0 where finite differences (step 1e-6) are taken
+KINK_MARGIN = 1e-4
+
+
+def allowance(dtype) -> Allowance:
+    """The row of :data:`TOLERANCES` for a model or array dtype."""
+    return TOLERANCES[np.dtype(dtype).name]
+
+
+def assert_grads_close(ours: dict, ref: dict, tol: float, floor: float, what: str = "", keys=None):
+    """Raise AssertionError naming each bad parameter: shape, worst index, both values, error, allowance."""
+    for k in keys if keys is not None else ref:
+        if k not in ours:
+            raise AssertionError(f"{what}{k}: missing from the gradients under test ({sorted(ours)})")
+        if np.shape(ours[k]) != np.shape(ref[k]):
+            raise AssertionError(f"{what}{k}: shape {np.shape(ours[k])} != reference {np.shape(ref[k])}")
+    result = compare_grads(ours, ref, tol=tol, floor=floor, keys=keys)
+    if not result.ok:
+        lines = "\n".join(f"  {r}" for r in result.failures())
+        raise AssertionError(f"{what}gradients differ from the reference:\n{lines}")
+    return result
+
+
+def assert_scalar_close(ours: float, ref: float, tol: float, what: str):
+    """Raise AssertionError unless ``|ours - ref| <= tol * max(|ours|, |ref|, 1)``."""
+    err = abs(ours - ref) / max(abs(ours), abs(ref), 1.0)
+    if not err <= tol:
+        raise AssertionError(
+            f"{what}: got {ours!r}, reference {ref!r}, error {err:.3e} > allowance {tol:.1e}"
+        )
+
+
+# ------------------------------------------------------------------------------------------- loss at params
+def _state_keys(model) -> list:
+    return [f"{part}0" for part in getattr(model, "STATES", ())]
+
+
+def loss_at(model, X, Y, **kwargs):
+    """``f(params) -> float``: ``model.loss(X, Y, **kwargs)`` with ``params`` swapped in, then restored.
+
+    For a recurrent model ``params`` may also hold the initial state ``"h0"`` (and ``"c0"``): they replace
+    ``kwargs["h0"]``, so that finite differences reach the initial state as BPTT does (B4).
+    """
+    states = _state_keys(model)
+
+    def f(params):
+        own = model.params
+        model.params = {k: params[k] for k in own}
+        try:
+            kw = dict(kwargs)
+            if states and all(n in params for n in states):
+                kw["h0"] = model.public_state(tuple(params[n] for n in states))
+            return model.loss(X, Y, **kw)
+        finally:
+            model.params = own
+
+    return f
+
+
+def fd_grads(f, params: dict, keys=None, eps=TOLERANCES["float64"].fd_eps) -> dict:
+    """Central differences of ``f(params)`` (float64), at the table's step."""
+    return numerical_grad(f, params, eps=eps, keys=keys)
+
+
+# ---------------------------------------------------------------------------------------------- problems
+@dataclass
+class Problem:
+    """A model and one batch; ``kwargs()`` are the keyword arguments of its ``loss_and_grad``."""
+
+    model: object
+    X: np.ndarray
+    Y: np.ndarray
+    h0: object = None
+    mask: np.ndarray = None
+    truncate: int = None
+    extra: dict = field(default_factory=dict)
+
+    def kwargs(self, truncate=True) -> dict:
+        if self.model.BATCH_AXIS == 0:
+            return {}
+        kw = {"h0": self.h0, "mask": self.mask}
+        if truncate:
+            kw["truncate"] = self.truncate
+        return kw
+
+    def fd_point(self) -> dict:
+        """The float64 point finite differences move: the parameters, and the initial state(s) if any."""
+        m = self.model
+        point = {k: np.asarray(v, dtype=np.float64) for k, v in m.params.items()}
+        if m.BATCH_AXIS == 1:
+            N = np.shape(self.X)[1]
+            parts = m.state_parts(self.h0, N)
+            point.update({n: np.asarray(v, dtype=np.float64) for n, v in zip(_state_keys(m), parts)})
+        return point
+
+    def as_float64(self) -> Problem:
+        """The same problem with a float64 copy of the model (the same parameter values)."""
+        m = self.model
+        copy = type(m)(**{**m.config(), "dtype": np.float64})
+        copy.params = {k: v.astype(np.float64) for k, v in m.params.items()}
+        h0 = self.h0
+        if h0 is not None:
+            h0 = copy.public_state(tuple(np.asarray(p, dtype=np.float64) for p in copy.state_parts(h0)))
+        X = self.X if np.asarray(self.X).dtype.kind in "iu" else np.asarray(self.X, dtype=np.float64)
+        Y = self.Y if np.asarray(self.Y).dtype.kind in "iu" else np.asarray(self.Y, dtype=np.float64)
+        return Problem(copy, X, Y, h0, self.mask, self.truncate, dict(self.extra))
+
+    def describe(self) -> str:
+        m = self.model
+        if m.BATCH_AXIS == 0:
+            return (f"{m.sizes} {m.hidden_activation}/{m.output_activation} {m.loss_name} "
+                    f"N={len(self.X)}")
+        T, N = np.shape(self.X)[:2]
+        nl = f" {m.nonlinearity}" if hasattr(m, "nonlinearity") else ""
+        return (f"D={m.input_size} H={m.hidden_size} K={m.output_size} T={T} N={N}{nl} {m.loss_name} "
+                f"{'ids' if np.ndim(self.X) == 2 else 'dense'}"
+                f"{'' if self.truncate is None else f' truncate={self.truncate}'}"
+                f"{' mask' if self.mask is not None else ''}")
+
+
+class RngPick:
+    """The generators' random decisions from a NumPy generator; ``index`` makes ``sweep`` choices cycle."""
+
+    def __init__(self, rng: np.random.Generator, index=None):
+        self.rng, self.index = rng, index
+
+    def int(self, lo, hi, label=None) -> int:
+        return int(self.rng.integers(lo, hi + 1))
+
+    def choice(self, options, label=None, sweep=False):
+        options = list(options)
+        if sweep and self.index is not None:
+            return options[self.index % len(options)]
+        return options[int(self.rng.integers(len(options)))]
+
+    def bool(self, label=None) -> bool:
+        return bool(self.rng.integers(2))
+
+    def seed(self, label=None) -> int:
+        return int(self.rng.integers(2**32))
+
+
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softplus")
+#: (loss, the output activations allowed with it)
+LOSS_OUTPUTS = (
+    ("squared_error", ("sigmoid", "tanh", "relu", "identity", "softplus")),
+    ("cross_entropy", ("softmax",)),
+    ("binary_cross_entropy", ("sigmoid",)),
+)
+DTYPES = (np.float64, np.float32)
+
+
+def randomize_params(params: dict, rng: np.random.Generator) -> dict:
+    """Non-zero random values for every parameter, biases included.
+
+    Matrices ~ N(0, 1 / n_in) (states neither die nor blow up over 40 recurrent steps; MLP activations stay
+    at unit scale), vectors ~ N(0, 0.5^2): never the zeros a bias bug could hide in.
+    """
+    out = {}
+    for k, v in params.items():
+        scale = 1.0 / np.sqrt(v.shape[1]) if v.ndim == 2 else 0.5
+        out[k] = (rng.standard_normal(v.shape) * scale).astype(v.dtype)
+    return out
+
+
+def mlp_problem(pick, dtypes=DTYPES, max_layers=4, max_width=12, max_batch=8) -> Problem:
+    """A random MLP (1..max_layers weight layers, widths 1..max_width, every activation and loss pairing)."""
+    L = pick.int(1, max_layers, "weight layers")
+    sizes = [pick.int(1, max_width, f"n{l}") for l in range(L + 1)]
+    loss, outputs = pick.choice(LOSS_OUTPUTS, "loss", sweep=True)
+    if loss == "cross_entropy":
+        sizes[-1] = max(sizes[-1], 2)  # one class makes every gradient 0: a case that checks nothing
+    out = pick.choice(outputs, "output activation")
+    hidden = pick.choice(HIDDEN_ACTIVATIONS, "hidden activation")
+    dtype = pick.choice(dtypes, "dtype", sweep=True)
+    N = pick.int(1, max_batch, "batch size")
+    seed = pick.seed("seed")
+    rng = np.random.default_rng(seed)
+    net = MODELS["MLP"](sizes, hidden, out, loss, dtype=dtype, seed=seed)
+    net.params = randomize_params(net.params, rng)
+    X = rng.standard_normal((N, sizes[0]))
+    K = sizes[-1]
+    if loss == "cross_entropy":
+        Y = rng.integers(0, K, N) if pick.bool("integer labels") else rng.dirichlet(np.ones(K), N)
+    elif loss == "binary_cross_entropy":
+        Y = rng.uniform(0, 1, (N, K))
+    else:
+        Y = rng.standard_normal((N, K))
+    return Problem(net, X, Y)
+
+
+def logreg_problem(pick, max_inputs=8, max_batch=16) -> Problem:
+    """Logistic regression, the seed's two-layer net: MLP([d, 1], sigmoid, binary cross-entropy)."""
+    d = pick.int(1, max_inputs, "inputs")
+    N = pick.int(2, max_batch, "batch size")
+    seed = pick.seed("seed")
+    rng = np.random.default_rng(seed)
+    net = MODELS["MLP"]([d, 1], output_activation="sigmoid", loss="binary_cross_entropy", seed=seed)
+    net.params = randomize_params(net.params, rng)
+    X = rng.standard_normal((N, d))
+    y = (rng.uniform(size=N) < 0.5).astype(np.float64)
+    return Problem(net, X, y)
+
+
+def recurrent_problem(pick, models=tuple(RECURRENT_MODELS), dtypes=DTYPES, max_T=12, max_N=4, max_size=6,
+                      truncate=True, masks=True, losses=("cross_entropy", "squared_error")) -> Problem:
+    """A random RNN, LSTM or GRU and a batch of sequences.
+
+    T 1..max_T, N 1..max_N, D, H, K 1..max_size; token ids or float inputs; either loss, a mask on a draw,
+    a truncation ``0..T`` on a draw; random non-zero parameters and (for the RNN on a draw) initial state.
+    Float arrays are drawn in float64 and rounded to the model's dtype, so a float64 oracle sees exactly the
+    values the model sees.
+    """
+    kind = pick.choice(models, "model")
+    T = pick.int(1, max_T, "T")
+    N = pick.int(1, max_N, "N")
+    D, H, K = (pick.int(1, max_size, name) for name in ("D", "H", "K"))
+    loss = pick.choice(losses, "loss", sweep=True)
+    dtype = pick.choice(dtypes, "dtype", sweep=True)
+    ids = pick.bool("token ids")
+    if loss == "cross_entropy":
+        K = max(K, 2)
+    kw = {}
+    if kind == "RNN":
+        kw["nonlinearity"] = pick.choice(("tanh", "relu"), "nonlinearity")
+    seed = pick.seed("seed")
+    model = RECURRENT_MODELS[kind](D, H, K, loss=loss, dtype=dtype, seed=seed, **kw)
+    rng = np.random.default_rng(seed)
+    model.params = randomize_params(model.params, rng)
+    X = rng.integers(0, D, (T, N)) if ids else rng.standard_normal((T, N, D)).astype(dtype)
+    if loss == "cross_entropy":
+        Y = rng.integers(0, K, (T, N))
+    else:
+        Y = rng.standard_normal((T, N, K)).astype(dtype)
+    h0 = None
+    if kind != "RNN" or pick.bool("non-zero h0"):
+        parts = tuple((rng.standard_normal((N, H)) * 0.5).astype(dtype) for _ in model.STATES)
+        h0 = model.public_state(parts)
+    mask = (rng.uniform(size=(T, N)) < 0.7) if masks and pick.bool("mask") else None
+    k = pick.int(0, T, "truncate") if truncate and pick.bool("truncated") else None
+    return Problem(model, X, Y, h0, mask, k)
+
+
+def off_kink(problem: Problem, margin=KINK_MARGIN) -> bool:
+    """True unless a relu pre-activation lies within ``margin`` of 0 (a finite-difference step could cross)."""
+    m = problem.model
+    distance = m.kink_distance(problem.X, h0=problem.h0) if m.BATCH_AXIS else m.kink_distance(problem.X)
+    return distance > margin
+
+
+# ---------------------------------------------------------------------------------------------- the oracle
+def oracle():
+    """``(reference module, None)``, or ``(None, reason)`` when torch is not installed."""
+    try:
+        return importlib.import_module(f"{__package__}.reference"), None
+    except ImportError as exc:  # torch missing: finite differences alone
+        return None, str(exc)
+
+
+def torch_grads(ref, problem: Problem) -> tuple:
+    """torch's ``(loss, grads)`` for the problem, computed in float64 whatever the model's dtype."""
+    return ref.loss_and_grad(problem.model, problem.X, problem.Y, dtype=np.float64, **problem.kwargs())
+
+
+def fd_check(problem: Problem):
+    """Our float64 gradient against central differences; a truncated gradient is checked untruncated."""
+    p64 = problem.as_float64()
+    point = p64.fd_point()
+    kw = p64.kwargs(truncate=False)
+    numeric = fd_grads(loss_at(p64.model, p64.X, p64.Y, **{k: v for k, v in kw.items() if k != "h0"}), point)
+    _, ours = p64.model.loss_and_grad(p64.X, p64.Y, **kw)
+    tol = allowance(np.float64)
+    return compare_grads(ours, numeric, tol=tol.fd, floor=tol.fd_floor, keys=list(numeric))
