@@ -2,6 +2,7 @@
 
     save(path, model, optimizer=None, scheduler=None, extra=None)
     ck = load(path)        # Checkpoint(model, optimizer, scheduler, extra), a named tuple
+    fit(..., callbacks=[EveryEpoch(path)])     # save after every epoch of fit / fit_stream
 
 What the file holds (``np.savez``, uncompressed; every member a plain numeric array, so it loads with
 ``np.load(path, allow_pickle=False)``):
@@ -11,10 +12,10 @@ What the file holds (``np.savez``, uncompressed; every member a plain numeric ar
     "optimizer/<buf>/<name>"  the optimizer's buffers, e.g. "optimizer/exp_avg/W1"
     "extra/<key>"             the ndarray values of ``extra`` (its other values live in the JSON)
 
-The JSON names the format and its version, the model's class (looked up in the ``manual_bp`` package at load
-time: MLP, RNN, LSTM, GRU) and its ``config()``, every array's shape, dtype and SHA-256, the optimizer's
-class,
-``config()`` and step count, the schedule's ``state_dict()``, and ``extra``.
+The JSON names the format and its version, the model's class (looked up in the model registry,
+``manual_bp.models.MODELS``, at load time: MLP, RNN, LSTM, GRU) and its ``config()``, every array's shape,
+dtype and SHA-256, the optimizer's class, ``config()`` and step count, the schedule's ``state_dict()``, and
+``extra``.
 
 A load validates everything before it returns: the format, every array's name, shape, dtype and checksum,
 the model's configuration (the class rebuilt from it must have the same parameter names, shapes and dtypes),
@@ -22,12 +23,16 @@ and the optimizer's and schedule's state. A truncated, corrupted or mismatched f
 saying what is wrong, never a zipfile or pickle traceback. A missing file raises ``FileNotFoundError``.
 
 Writes are atomic: the file is written to a temporary file in the same directory, flushed and fsynced, then
-renamed over ``path`` with ``os.replace``; a crash at any point leaves the previous checkpoint intact.
+renamed over ``path`` with ``os.replace``; a crash at any point leaves the previous checkpoint intact. The
+directory is checked (it exists and is writable, and ``path`` is not a directory) before any work, and every
+error names the path you gave. The file gets the permissions any program's new file gets: 0666 less the
+process's umask.
 
-Exact resume: ``manual_bp.training.fit`` stores what it needs in ``extra["fit"]`` (the epoch count, the seed
-and the history; the shuffle of epoch e is drawn from ``default_rng([seed, e])``, so the seed and the epoch
-are the whole random state), and ``fit(ck.model, ck.optimizer, X, Y, epochs=..., scheduler=ck.scheduler,
-**ck.extra["fit"])`` continues bit for bit as if it had never stopped.
+Exact resume: ``EveryEpoch(path)``, a callback of ``fit`` and ``fit_stream``, stores what continues the run
+in ``extra["fit"]`` (``extra["fit_stream"]``): the epoch count, the seed and the history; the shuffle of epoch
+e is drawn from ``default_rng([seed, e])``, so the seed and the epoch are the whole random state.
+``fit(ck.model, ck.optimizer, X, Y, epochs=..., scheduler=ck.scheduler, **ck.extra["fit"])`` continues bit
+for bit as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
     extra : dict with str keys, or None
         Values are ndarrays (numeric, stored as arrays) or JSON values (tuples come back as lists).
     """
+    path = check_writable(path)
     class_name = _model_class_name(model)
     arrays, described = {}, {}
 
@@ -165,23 +171,69 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
                 meta["extra"][k] = v
     _json("model.config()", meta["model"]["config"])
     arrays = {"meta": np.array(_json("checkpoint metadata", meta)), **arrays}
-    _atomic_write(os.fspath(path), arrays)
+    _atomic_write(path, arrays)
+
+
+def check_writable(path) -> str:
+    """``path`` as a str, once its directory exists and is writable and it is not itself a directory.
+
+    Raises TypeError for a path that is not a str or os.PathLike, FileNotFoundError / NotADirectoryError /
+    PermissionError / IsADirectoryError naming ``path`` otherwise: before any work, so that a long run is not
+    lost to a typo at its end.
+    """
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__} {path!r}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path:
+        raise FileNotFoundError("cannot write to an empty path ''")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(directory):
+        raise FileNotFoundError(f"cannot write {path}: the directory {directory} does not exist")
+    if not os.path.isdir(directory):
+        raise NotADirectoryError(f"cannot write {path}: {directory} is not a directory")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path}: the directory {directory} is not writable")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _renamed(exc: OSError, path: str) -> OSError:
+    """The same kind of OSError, saying which of the user's paths failed (not the temporary file)."""
+    why = exc.strerror or str(exc)
+    return type(exc)(exc.errno, f"cannot write {path}: {why}") if exc.errno else type(exc)(
+        f"cannot write {path}: {why}")
 
 
 def _atomic_write(path: str, arrays: dict) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise _renamed(exc, path) from exc
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open(path, "w") would make it (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # name the user's path, not the temporary file's
+            raise _renamed(exc, path) from exc
         raise
     try:  # make the rename itself durable (POSIX); not possible everywhere, and not needed for atomicity
         dfd = os.open(directory, os.O_RDONLY)
@@ -199,6 +251,17 @@ def _atomic_write(path: str, arrays: dict) -> None:
 def _read_all(path: str) -> dict:
     """Every member of the npz as an array, with any reading failure turned into a ValueError."""
     with open(path, "rb") as f:  # FileNotFoundError and PermissionError stay what they are
+        head = f.read(4)
+        f.seek(0)
+        if head != b"PK\x03\x04":  # every .npz is a zip archive; anything else is plainly something else
+            if head == b"\x93NUM":
+                kind = "a .npy file: it holds one array, not an .npz archive"
+            else:
+                kind = f"a file starting with {head!r}" if head else "an empty file"
+            raise ValueError(
+                f"{path} is not a manual-bp checkpoint: checkpoints are .npz (zip) archives, and this is "
+                f"{kind}"
+            )
         # Any failure to parse the file means it is not a valid checkpoint: a damaged zip can raise
         # BadZipFile, EOFError, NotImplementedError (a garbled version field), struct.error, RuntimeError...
         try:
@@ -381,3 +444,21 @@ def load(path) -> Checkpoint:
     if stray:
         raise ValueError(f"{path}: unexpected arrays {stray}")
     return Checkpoint(model, opt, sched, extra)
+
+
+class EveryEpoch:
+    """A ``fit`` / ``fit_stream`` callback that saves a checkpoint after every epoch.
+
+    ``fit(model, opt, X, Y, epochs=10, callbacks=[EveryEpoch("run.npz")])`` writes ``run.npz`` (atomically)
+    with the model, optimizer, schedule and ``extra["fit"]``, the keyword arguments that continue the run
+    from the last finished epoch. The path is checked when the callback is made, before any training.
+    """
+
+    def __init__(self, path):
+        self.path = check_writable(path)
+
+    def __call__(self, record, run) -> None:
+        save(self.path, run.model, run.optimizer, run.scheduler, extra=run.resume)
+
+    def __repr__(self):
+        return f"EveryEpoch({self.path!r})"

@@ -32,7 +32,7 @@ def model_name(model) -> str:
     name = type(model).__name__
     if MODELS.get(name) is not type(model):
         raise TypeError(
-            f"model must be a manual_bp model ({', '.join(MODELS)}) so that it can be rebuilt by name; "
+            f"model must be a manual_bp model class ({', '.join(MODELS)}) so that it can be rebuilt by name; "
             f"got {type(model).__module__}.{name}"
         )
     return name

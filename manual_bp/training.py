@@ -4,12 +4,12 @@
 update the parameters once per mini-batch with that batch's mean gradient (what ``loss_and_grad`` returns,
 "not after every sample: too unstable"):
 
-    (T1)  pi_e = default_rng([seed, e]).permutation(N)      epoch e = 0, 1, ...: the only randomness
-    (T2)  for each batch B of pi_e (size batch_size; the last may be smaller):
+    (FIT1)  pi_e = default_rng([seed, e]).permutation(N)      epoch e = 0, 1, ...: the only randomness
+    (FIT2)  for each batch B of pi_e (size batch_size; the last may be smaller):
               E_B, g_B = loss_and_grad(X[B], Y[B])            g_B the batch mean gradient
               optimizer.step(g_B)                             one update per batch
-    (T3)  loss_e = sum_B |B| E_B / N                          the epoch's running mean loss
-    (T4)  scheduler.step()                                    once per epoch, after its updates
+    (FIT3)  loss_e = sum_B |B| E_B / N                          the epoch's running mean loss
+    (FIT4)  scheduler.step()                                    once per epoch, after its updates
 
 Samples are rows (axis 0) for the MLP; recurrent models (RNN, LSTM, GRU) are time-major, ``X : (T, N, ...)``,
 ``Y : (T, N[, K])`` and ``mask : (T, N)``, and a batch is a set of sequences (axis 1), each starting from the
@@ -17,17 +17,26 @@ zero state.
 
 ``fit_stream`` trains a recurrent model on one long sequence (text), truncated BPTT as practitioners run it:
 
-    (R1)  the stream of length L is cut into n_streams contiguous pieces of M = floor(L / n_streams) steps,
+    (FS1)  the stream of length L is cut into n_streams contiguous pieces of M = floor(L / n_streams) steps,
           side by side as a batch: ``Xs : (M, n_streams, ...)`` (the remainder is dropped)
-    (R2)  chunk k holds the steps [k T, (k+1) T) (the last chunk may be shorter)
-    (R3)  E_k, g_k, s_k = loss_and_grad(X_k, Y_k, h0=s_{k-1}, return_state=True);  s_0 = zeros at each epoch
-    (R4)  optimizer.step(g_k)          s_k is carried into chunk k+1 as an input: no gradient crosses over
-    (R5)  loss_e = sum_k E_k / M       the mean loss per time step (nats per character for a language model)
+    (FS2)  chunk k holds the steps [k T, (k+1) T) (the last chunk may be shorter)
+    (FS3)  E_k, g_k, s_k = loss_and_grad(X_k, Y_k, h0=s_{k-1}, return_state=True);  s_0 = zeros at each epoch
+    (FS4)  optimizer.step(g_k)          s_k is carried into chunk k+1 as an input: no gradient crosses over
+    (FS5)  loss_e = sum_k E_k / M       the mean loss per time step (nats per character for a language model)
 
 Determinism: the same seed and data give the same numbers bit for bit on the same machine (no clocks, no
 global RNG). Because the shuffle of epoch e depends only on ``(seed, e)``, a run resumed at an epoch boundary
-from a checkpoint (``checkpoint=path`` saves one after every epoch, with ``extra["fit"]`` holding the keyword
-arguments that continue it) follows exactly the same trajectory as one that never stopped.
+from a checkpoint (``callbacks=[checkpoint.EveryEpoch(path)]`` saves one after every epoch, with
+``extra["fit"]`` holding the keyword arguments that continue it) follows exactly the same trajectory as one
+that never stopped.
+
+The loop owns no files and prints nothing unless asked (``progress``). After each epoch it calls each of
+``callbacks`` as ``cb(record, run)``, where ``run`` is a :class:`Run`: the model, optimizer, scheduler, the
+history so far and ``resume``, the keyword arguments that continue the run from here. The data are validated
+before the first update by the model's own ``validate`` (shapes, dtypes, ranges, finiteness: no forward
+pass), and the large per-call arrays of recurrent passes live in one ``Workspace`` for the run, dropped at the
+end. A loss or gradient that stops being finite stops the run with a ValueError that names the epoch and the
+batch (the parameters then hold the last finite update).
 
 History: a list with one dict per epoch: ``epoch`` (1-based), ``lr`` (used during the epoch), ``loss`` (T3 or
 R5), and, when asked for or given, ``train_loss``/``train_accuracy`` (the whole training set at the end of the
@@ -38,25 +47,35 @@ error, and recurrent models with cross-entropy (per time step, masked steps left
 
 from __future__ import annotations
 
-import os
+import math
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
-from . import checkpoint as _checkpoint
 from ._validation import check_int
-from .mlp import MLP
 from .optim import LRScheduler, Optimizer
+from .recurrent import Workspace
 
 #: samples per forward pass when evaluating (the training batch size is used if it is larger)
 EVAL_BATCH = 1024
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+class Run(NamedTuple):
+    """What a callback sees after each epoch (see the module docstring)."""
+
+    model: object
+    optimizer: Optimizer
+    scheduler: object
+    history: list
+    resume: dict  # {"fit": kwargs} or {"fit_stream": kwargs}: what continues the run from this epoch
+
+
 def _is_sequence_model(model) -> bool:
     """Recurrent models are time-major (batch along axis 1); the MLP has samples as rows."""
-    return not isinstance(model, MLP)
+    return model.BATCH_AXIS == 1
 
 
 def _check_bool(name, value) -> bool:
@@ -66,11 +85,15 @@ def _check_bool(name, value) -> bool:
 
 
 def _check_model_and_optimizer(model, optimizer, scheduler):
-    if not isinstance(getattr(model, "params", None), dict) or not callable(
-        getattr(model, "loss_and_grad", None)
+    if (
+        not isinstance(getattr(model, "params", None), dict)
+        or not callable(getattr(model, "loss_and_grad", None))
+        or not callable(getattr(model, "validate", None))
+        or getattr(model, "BATCH_AXIS", None) not in (0, 1)
     ):
         raise TypeError(
-            f"model must be a manual_bp model (params and loss_and_grad); got {type(model).__name__}"
+            f"model must be a manual_bp model (params, loss_and_grad, validate, BATCH_AXIS); "
+            f"got {type(model).__name__}"
         )
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a manual_bp.optim optimizer; got {type(optimizer).__name__}")
@@ -127,20 +150,24 @@ def _accuracy_kind(model, Y):
     return None
 
 
-def _correct(model, kind, X, Y, mask=None):
-    """(number of correct predictions, number scored) for one batch."""
+def _hits(model, kind, outputs, Y, mask=None):
+    """(number of correct predictions, number scored) for one batch, from its outputs ``a^(L)`` / ``o_t``."""
     Y = np.asarray(Y)
     if _is_sequence_model(model):
-        P, _ = model.forward(X)
-        hit = P.argmax(axis=-1) == Y
+        hit = outputs.argmax(axis=-1) == Y
         keep = np.ones(hit.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         return int((hit & keep).sum()), int(keep.sum())
     if kind == "binary":
-        a = model.forward(X)
-        return int(((a[:, 0] > 0.5) == (Y.reshape(-1) == 1)).sum()), len(Y)
-    a = model.forward(X)
+        return int(((outputs[:, 0] > 0.5) == (Y.reshape(-1) == 1)).sum()), len(Y)
     target = Y if kind == "labels" else Y.argmax(axis=1)
-    return int((a.argmax(axis=1) == target).sum()), len(Y)
+    return int((outputs.argmax(axis=1) == target).sum()), len(Y)
+
+
+def _correct(model, kind, X, Y, mask=None):
+    outputs = model.forward(X)
+    if _is_sequence_model(model):
+        outputs = outputs[0]
+    return _hits(model, kind, outputs, Y, mask)
 
 
 def accuracy(model, X, Y, mask=None):
@@ -152,10 +179,11 @@ def accuracy(model, X, Y, mask=None):
     return hits / total if total else None
 
 
-def evaluate(model, X, Y, mask=None, batch_size=EVAL_BATCH) -> dict:
+def evaluate(model, X, Y, mask=None, batch_size=EVAL_BATCH, workspace=None) -> dict:
     """``{"loss": ..., "accuracy": ...}`` over a whole data set, in batches (accuracy may be None).
 
-    The loss is the model's batch mean over all samples (sequences for recurrent models), weighted by batch.
+    The loss is the model's batch mean over all samples (sequences for recurrent models), weighted by batch;
+    one forward pass per batch gives both.
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
     seq = _is_sequence_model(model)
@@ -169,10 +197,13 @@ def evaluate(model, X, Y, mask=None, batch_size=EVAL_BATCH) -> dict:
         idx = slice(start, min(start + batch_size, N))
         Xb, Yb, mb = _take(X, idx, axis), _take(Y, idx, axis), _take(mask, idx, axis)
         n = Xb.shape[axis]
-        E = model.loss(Xb, Yb, mask=mb) if seq else model.loss(Xb, Yb)
+        if seq:
+            E, outputs = model.loss(Xb, Yb, mask=mb, return_outputs=True, workspace=workspace)
+        else:
+            E, outputs = model.loss(Xb, Yb, return_outputs=True)
         total += n * E
         if kind is not None:
-            h, s = _correct(model, kind, Xb, Yb, mb)
+            h, s = _hits(model, kind, outputs, Yb, mb)
             hits, scored = hits + h, scored + s
     return {"loss": total / N, "accuracy": (hits / scored) if (kind is not None and scored) else None}
 
@@ -223,25 +254,79 @@ class Progress:
         self.file.flush()
 
 
-def _step(optimizer, grads, where):
+def _check_progress(progress):
+    """``False``/``True`` (a plain text bar on stderr) or an object with ``start``, ``update`` and ``end``."""
+    if isinstance(progress, (bool, np.bool_)):
+        return Progress(bool(progress))
+    if all(callable(getattr(progress, m, None)) for m in ("start", "update", "end")):
+        return progress
+    raise TypeError(
+        "progress must be True, False or an object with start(epoch, epochs, total), update(done, loss) "
+        f"and end(record) methods; got {type(progress).__name__} {progress!r}"
+    )
+
+
+def _check_callbacks(callbacks) -> tuple:
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    if not isinstance(callbacks, (tuple, list)) or not all(callable(cb) for cb in callbacks):
+        raise TypeError(
+            f"callbacks must be a sequence of callables cb(record, run); got {type(callbacks).__name__}"
+        )
+    return tuple(callbacks)
+
+
+def _step(optimizer, E, grads, where):
+    """One update; a non-finite loss or gradient stops the run before it reaches the parameters."""
+    if not math.isfinite(E):
+        raise ValueError(
+            f"{where}: the loss is {E}; training diverged (the parameters hold the last finite update): "
+            "lower the learning rate or clip the gradients (clip_norm=...)"
+        )
     try:
         optimizer.step(grads)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
 
 
-def _finish_epoch(record, model, optimizer, scheduler, history, checkpoint, resume, progress, callback):
-    """Schedule (T4), history, checkpoint (``resume = (extra key, fit keyword arguments)``), report."""
+def _finish_epoch(record, model, optimizer, scheduler, history, resume, progress, callbacks):
+    """Schedule (FIT4), history, report, then each callback with the record and the :class:`Run`.
+
+    ``resume = (key, keyword arguments)``: with the epoch count and the history, what continues the run.
+    """
     if scheduler is not None:
-        scheduler.step()  # (T4)
+        scheduler.step()  # (FIT4)
     history.append(record)
-    if checkpoint is not None:
-        key, kwargs = resume
-        extra = {key: dict(kwargs, initial_epoch=record["epoch"], history=history)}
-        _checkpoint.save(checkpoint, model, optimizer, scheduler, extra=extra)
     progress.end(record)
-    if callback is not None:
-        callback(dict(record))
+    key, kwargs = resume
+    run = Run(model, optimizer, scheduler, history,
+              {key: dict(kwargs, initial_epoch=record["epoch"], history=[dict(h) for h in history])})
+    for cb in callbacks:
+        cb(dict(record), run)
+
+
+def _validate_data(model, X, Y, mask=None, what="X, Y"):
+    """The model's own checks of a whole data set, without a forward pass; names the data set on error."""
+    try:
+        if _is_sequence_model(model):
+            model.validate(X, Y, mask=mask)
+        else:
+            model.validate(X, Y)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{what}: {exc}") from exc
+
+
+def _check_time_major(X, Y, mask, what="X"):
+    """Batch-first recurrent data, caught where the shapes show it: a (T, N) mask against X (N, T, ...)."""
+    if mask is None or X.ndim < 2 or np.ndim(mask) != 2:
+        return
+    T, N = np.shape(mask)
+    if X.shape[:2] == (N, T) and T != N:
+        raise ValueError(
+            f"{what} has shape {X.shape}, batch-first against mask (T={T}, N={N}): recurrent models are "
+            f"time-major, X (T, N, ...) and Y (T, N[, K]); swap the first two axes "
+            "(np.swapaxes(X, 0, 1))"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- fit
@@ -262,9 +347,8 @@ def fit(
     eval_train=False,
     initial_epoch=0,
     history=None,
-    checkpoint=None,
-    progress=True,
-    callback=None,
+    progress=False,
+    callbacks=(),
 ) -> list:
     """Train ``model`` by mini-batch gradient descent (T1-T4); return the history (one dict per epoch).
 
@@ -279,7 +363,7 @@ def fit(
     batch_size : int
         Samples (sequences) per update; the last batch of an epoch may be smaller.
     seed : int
-        The shuffle of epoch e is ``default_rng([seed, e]).permutation(N)`` (T1).
+        The shuffle of epoch e is ``default_rng([seed, e]).permutation(N)`` (FIT1).
     shuffle : bool
         False keeps the data order (and draws nothing).
     mask : (T, N) bool or None
@@ -288,18 +372,19 @@ def fit(
         Recurrent models only: truncated BPTT within each sequence (``loss_and_grad(truncate=...)``).
     validation : ``(X_val, Y_val)`` or ``(X_val, Y_val, mask_val)``, or None
         Evaluated at the end of each epoch: ``val_loss`` and ``val_accuracy``.
-    scheduler : a ``manual_bp.optim`` schedule of ``optimizer``, or None; stepped after each epoch (T4).
+    scheduler : a ``manual_bp.optim`` schedule of ``optimizer``, or None; stepped after each epoch (FIT4).
     eval_train : bool
         Also evaluate the whole training set at the end of each epoch (``train_loss``, ``train_accuracy``).
-    initial_epoch, history : resume an interrupted run (see ``checkpoint``): the epochs already done and
-        their history.
-    checkpoint : path or None
-        Save model, optimizer, schedule and ``extra["fit"]`` there (atomically) after every epoch; continue
-        with ``fit(ck.model, ck.optimizer, X, Y, epochs=..., scheduler=ck.scheduler, **ck.extra["fit"])``.
-    progress : bool
-        A text progress bar on stderr (one summary line per epoch when stderr is not a terminal).
-    callback : callable or None
-        Called with a copy of each epoch's history record.
+    initial_epoch, history : resume an interrupted run: the epochs already done and their history.
+    progress : bool or object
+        False (default): silent. True: a text progress bar on stderr (one summary line per epoch when stderr
+        is not a terminal). Or an object with ``start(epoch, epochs, total)``, ``update(done, loss)`` and
+        ``end(record)`` (the command line passes a tqdm bar).
+    callbacks : sequence of callables ``cb(record, run)``
+        Called after each epoch with a copy of its history record and the :class:`Run`.
+        ``manual_bp.checkpoint.EveryEpoch(path)`` saves model, optimizer, schedule and ``extra["fit"]`` there
+        after every epoch; continue with ``fit(ck.model, ck.optimizer, X, Y, epochs=...,
+        scheduler=ck.scheduler, **ck.extra["fit"])``.
 
     Returns
     -------
@@ -312,11 +397,8 @@ def fit(
     seed = check_int("seed", seed, minimum=0)
     shuffle = _check_bool("shuffle", shuffle)
     eval_train = _check_bool("eval_train", eval_train)
-    progress = Progress(_check_bool("progress", progress))
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
-    if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
+    progress = _check_progress(progress)
+    callbacks = _check_callbacks(callbacks)
     seq = _is_sequence_model(model)
     if not seq and (mask is not None or truncate is not None):
         raise ValueError("mask and truncate apply to recurrent models only; got them for an MLP")
@@ -326,12 +408,10 @@ def fit(
     if X.ndim <= axis or Y.ndim <= axis or X.shape[axis] != Y.shape[axis]:
         what = "(T, N, ...) with the sequences along axis 1" if seq else "(N, ...) with samples as rows"
         raise ValueError(f"X and Y must be {what} and hold the same N; got X {X.shape}, Y {Y.shape}")
-    N = X.shape[axis]
-    # Validate the whole data set once, through the model's own checks, before any update.
     if seq:
-        model.loss(X, Y, mask=mask)
-    else:
-        model.loss(X, Y)
+        _check_time_major(X, Y, mask)
+    N = X.shape[axis]
+    _validate_data(model, X, Y, mask)  # the whole data set, before any update; no forward pass
     if validation is not None:
         if (
             not isinstance(validation, (tuple, list))
@@ -342,14 +422,18 @@ def fit(
                 "validation must be a tuple (X_val, Y_val) or, for recurrent models, (X_val, Y_val, mask_val)"
             )
         validation = tuple(np.asarray(v) if v is not None else None for v in validation)
-        evaluate(model, *validation, batch_size=max(batch_size, EVAL_BATCH))
-    lg_kw = {"truncate": truncate} if seq else {}
+        if seq:
+            _check_time_major(validation[0], validation[1], validation[2] if len(validation) == 3 else None,
+                              "X_val")
+        _validate_data(model, *validation, what="validation")
+    workspace = Workspace()  # the run's reusable per-call arrays (recurrent models), dropped when fit returns
+    lg_kw = {"truncate": truncate, "workspace": workspace} if seq else {}
     fit_extra = {"seed": seed, "batch_size": batch_size, "shuffle": shuffle}
     if seq:
         fit_extra["truncate"] = truncate
 
     for e in range(initial_epoch, epochs):
-        perm = np.random.default_rng([seed, e]).permutation(N) if shuffle else np.arange(N)  # (T1)
+        perm = np.random.default_rng([seed, e]).permutation(N) if shuffle else np.arange(N)  # (FIT1)
         n_batches = -(-N // batch_size)
         progress.start(e + 1, epochs, n_batches)
         lr = optimizer.lr
@@ -358,28 +442,27 @@ def fit(
             idx = perm[b * batch_size : (b + 1) * batch_size]
             Xb, Yb = _take(X, idx, axis), _take(Y, idx, axis)
             if seq:
-                E, grads = model.loss_and_grad(Xb, Yb, mask=_take(mask, idx, axis), **lg_kw)  # (T2)
+                E, grads = model.loss_and_grad(Xb, Yb, mask=_take(mask, idx, axis), **lg_kw)  # (FIT2)
             else:
-                E, grads = model.loss_and_grad(Xb, Yb)  # (T2)
-            _step(optimizer, grads, f"epoch {e + 1}, batch {b + 1}/{n_batches}")  # (T2)
+                E, grads = model.loss_and_grad(Xb, Yb)  # (FIT2)
+            _step(optimizer, E, grads, f"epoch {e + 1}, batch {b + 1}/{n_batches}")  # (FIT2)
             total += len(idx) * E
             progress.update(b + 1, total / min((b + 1) * batch_size, N))
-        record = {"epoch": e + 1, "lr": lr, "loss": total / N}  # (T3)
+        record = {"epoch": e + 1, "lr": lr, "loss": total / N}  # (FIT3)
+        eval_kw = {"batch_size": max(batch_size, EVAL_BATCH), "workspace": workspace}
         if eval_train:
-            ev = evaluate(model, X, Y, mask, batch_size=max(batch_size, EVAL_BATCH))
+            ev = evaluate(model, X, Y, mask, **eval_kw)
             record["train_loss"], record["train_accuracy"] = ev["loss"], ev["accuracy"]
         if validation is not None:
-            ev = evaluate(model, *validation, batch_size=max(batch_size, EVAL_BATCH))
+            ev = evaluate(model, *validation, **eval_kw)
             record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
-        _finish_epoch(
-            record, model, optimizer, scheduler, history, checkpoint, ("fit", fit_extra), progress, callback
-        )
+        _finish_epoch(record, model, optimizer, scheduler, history, ("fit", fit_extra), progress, callbacks)
     return history
 
 
 # ---------------------------------------------------------------------------------------------- fit_stream
 def batchify(stream, n_streams: int) -> np.ndarray:
-    """(R1) Cut a stream ``(L, ...)`` into ``n_streams`` pieces side by side: ``(M, n_streams, ...)``.
+    """(FS1) Cut a stream ``(L, ...)`` into ``n_streams`` pieces side by side: ``(M, n_streams, ...)``.
 
     Piece j is ``stream[j*M:(j+1)*M]`` with ``M = L // n_streams``; the last ``L % n_streams`` steps are
     dropped.
@@ -395,15 +478,11 @@ def batchify(stream, n_streams: int) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(pieces, 0, 1))  # (M, n_streams, ...)
 
 
-def _final_state(S):
-    """The last of ``forward``'s states, in the form ``h0`` accepts ((N, H), or a tuple for the LSTM)."""
-    if isinstance(S, tuple):
-        return tuple(s[-1].copy() for s in S)
-    return S[-1].copy()
+def evaluate_stream(model, X, Y, chunk_length, n_streams=1, workspace=None) -> dict:
+    """Loss per step (FS5) and accuracy of a recurrent model over a stream, state carried across chunks.
 
-
-def evaluate_stream(model, X, Y, chunk_length, n_streams=1) -> dict:
-    """Loss per step (R5) and accuracy of a recurrent model over a stream, state carried across chunks."""
+    One forward pass per chunk gives the loss, the outputs and the state carried into the next chunk.
+    """
     chunk_length = check_int("chunk_length", chunk_length, minimum=1)
     Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)
     M = Xs.shape[0]
@@ -411,9 +490,9 @@ def evaluate_stream(model, X, Y, chunk_length, n_streams=1) -> dict:
     state = None
     for t0 in range(0, M, chunk_length):
         Xc, Yc = Xs[t0 : t0 + chunk_length], Ys[t0 : t0 + chunk_length]
-        total += model.loss(Xc, Yc, h0=state)
-        P, S = model.forward(Xc, h0=state)
-        state = _final_state(S)
+        E, P, state = model.loss(Xc, Yc, h0=state, return_outputs=True, return_state=True,
+                                 workspace=workspace)
+        total += E
         if model.loss_name == "cross_entropy":
             hits += int((P.argmax(axis=-1) == Yc).sum())
             scored += Yc.size
@@ -435,9 +514,8 @@ def fit_stream(
     scheduler=None,
     initial_epoch=0,
     history=None,
-    checkpoint=None,
-    progress=True,
-    callback=None,
+    progress=False,
+    callbacks=(),
 ) -> list:
     """Train a recurrent model on one long stream by truncated BPTT with carried state (R1-R5).
 
@@ -451,13 +529,13 @@ def fit_stream(
     chunk_length : int
         T, the steps per update; gradients flow back at most to the start of the chunk.
     n_streams : int
-        Pieces of the stream trained side by side as a batch (R1).
+        Pieces of the stream trained side by side as a batch (FS1).
     truncate : int or None
         Truncate BPTT further inside each chunk (``loss_and_grad(truncate=...)``).
     validation : ``(X_val, Y_val)`` stream or None: ``val_loss`` (per step) and ``val_accuracy`` each epoch,
         evaluated with the same chunking and carried state.
-    scheduler, initial_epoch, history, checkpoint, progress, callback : as in ``fit``; ``extra["fit_stream"]``
-        holds the keyword arguments that continue a checkpointed run.
+    scheduler, initial_epoch, history, progress, callbacks : as in ``fit``; the run's ``resume`` (and a
+        checkpoint's ``extra["fit_stream"]``) holds the keyword arguments that continue it.
 
     Returns
     -------
@@ -470,19 +548,16 @@ def fit_stream(
     epochs, initial_epoch, history = _check_epochs(epochs, initial_epoch, history)
     chunk_length = check_int("chunk_length", chunk_length, minimum=1)
     n_streams = check_int("n_streams", n_streams, minimum=1)
-    progress = Progress(_check_bool("progress", progress))
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
-    if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
+    progress = _check_progress(progress)
+    callbacks = _check_callbacks(callbacks)
     X, Y = np.asarray(X), np.asarray(Y)
     if X.ndim < 1 or Y.ndim < 1 or len(X) != len(Y):
         raise ValueError(
             f"X and Y must be streams (L, ...) of the same length L; got X {X.shape}, Y {Y.shape}"
         )
-    Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)  # (R1) (M, n_streams, ...)
+    Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)  # (FS1) (M, n_streams, ...)
     M = Xs.shape[0]
-    model.loss(Xs, Ys)  # validate the whole stream through the model's own checks, before any update
+    _validate_data(model, Xs, Ys)  # the whole stream, before any update; no forward pass
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a tuple (X_val, Y_val) of streams")
@@ -492,37 +567,32 @@ def fit_stream(
                 f"X_val and Y_val must have the same length; got {len(validation[0])} and "
                 f"{len(validation[1])}"
             )
-        model.loss(batchify(validation[0], n_streams), batchify(validation[1], n_streams))
+        _validate_data(model, batchify(validation[0], n_streams), batchify(validation[1], n_streams),
+                       what="validation")
+    workspace = Workspace()  # the run's reusable per-call arrays, dropped when fit_stream returns
     fit_extra = {"chunk_length": chunk_length, "n_streams": n_streams, "truncate": truncate}
     n_chunks = -(-M // chunk_length)
 
     for e in range(initial_epoch, epochs):
         progress.start(e + 1, epochs, n_chunks)
         lr = optimizer.lr
-        state = None  # (R3) s_0 = zeros
+        state = None  # (FS3) s_0 = zeros
         total = 0.0
         for k in range(n_chunks):
-            Xc = Xs[k * chunk_length : (k + 1) * chunk_length]  # (R2)
+            Xc = Xs[k * chunk_length : (k + 1) * chunk_length]  # (FS2)
             Yc = Ys[k * chunk_length : (k + 1) * chunk_length]
             E, grads, state = model.loss_and_grad(
-                Xc, Yc, h0=state, truncate=truncate, return_state=True
-            )  # (R3)
-            _step(optimizer, grads, f"epoch {e + 1}, chunk {k + 1}/{n_chunks}")  # (R4)
+                Xc, Yc, h0=state, truncate=truncate, return_state=True, workspace=workspace
+            )  # (FS3)
+            _step(optimizer, E, grads, f"epoch {e + 1}, chunk {k + 1}/{n_chunks}")  # (FS4)
             total += E
             progress.update(k + 1, total / min((k + 1) * chunk_length, M))
-        record = {"epoch": e + 1, "lr": lr, "loss": total / M}  # (R5)
+        record = {"epoch": e + 1, "lr": lr, "loss": total / M}  # (FS5)
         if validation is not None:
-            ev = evaluate_stream(model, *validation, chunk_length=chunk_length, n_streams=n_streams)
+            ev = evaluate_stream(model, *validation, chunk_length=chunk_length, n_streams=n_streams,
+                                 workspace=workspace)
             record["val_loss"], record["val_accuracy"] = ev["loss"], ev["accuracy"]
         _finish_epoch(
-            record,
-            model,
-            optimizer,
-            scheduler,
-            history,
-            checkpoint,
-            ("fit_stream", fit_extra),
-            progress,
-            callback,
+            record, model, optimizer, scheduler, history, ("fit_stream", fit_extra), progress, callbacks
         )
     return history

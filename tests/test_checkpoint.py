@@ -14,8 +14,6 @@ from manual_bp import MLP, checkpoint
 from manual_bp.optim import SGD, Adam, AdamW, ExponentialLR, StepLR
 from manual_bp.training import fit, fit_stream
 
-needs_rnn = pytest.mark.skipif(not hasattr(manual_bp, "RNN"), reason="manual_bp.RNN is not there yet")
-
 
 def equal(a, b):
     return set(a) == set(b) and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
@@ -118,7 +116,7 @@ def test_resume_continues_exactly(tmp_path, dtype):
 
     net1, opt1, sched1 = fresh()
     path = tmp_path / "run.npz"
-    fit(net1, opt1, X, y, epochs=1, scheduler=sched1, checkpoint=path, **kw)
+    fit(net1, opt1, X, y, epochs=1, scheduler=sched1, callbacks=[checkpoint.EveryEpoch(path)], **kw)
     del net1, opt1, sched1
     ck = checkpoint.load(path)
     resume = ck.extra["fit"]
@@ -140,7 +138,6 @@ def test_resume_continues_exactly(tmp_path, dtype):
     assert resumed == straight
 
 
-@needs_rnn
 def test_stream_resume_continues_exactly(tmp_path):
     rng = np.random.default_rng(0)
     text = rng.integers(0, 6, 90)
@@ -153,7 +150,8 @@ def test_stream_resume_continues_exactly(tmp_path):
     m, opt = fresh()
     straight = fit_stream(m, opt, text[:-1], text[1:], epochs=2, **kw)
     m1, opt1 = fresh()
-    fit_stream(m1, opt1, text[:-1], text[1:], epochs=1, checkpoint=tmp_path / "lm.npz", **kw)
+    saver = checkpoint.EveryEpoch(tmp_path / "lm.npz")
+    fit_stream(m1, opt1, text[:-1], text[1:], epochs=1, callbacks=[saver], **kw)
     ck = checkpoint.load(tmp_path / "lm.npz")
     resumed = fit_stream(
         ck.model, ck.optimizer, text[:-1], text[1:], epochs=2, progress=False, **ck.extra["fit_stream"]
@@ -214,8 +212,73 @@ def test_truncated_and_empty_files(saved):
     raw = saved.read_bytes()
     for n in (0, 10, len(raw) // 2, len(raw) - 30):
         saved.write_bytes(raw[:n])
-        with pytest.raises(ValueError, match="not a readable manual-bp checkpoint|cannot be read"):
+        with pytest.raises(ValueError, match="not a (readable )?manual-bp checkpoint|cannot be read"):
             checkpoint.load(saved)
+
+
+def test_a_file_that_is_not_an_npz_says_so_plainly(tmp_path):
+    """A text file (or one array saved with np.save) gets no pickle advice: it is plainly not a checkpoint."""
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    expected = (r"notes\.txt is not a manual-bp checkpoint: checkpoints are \.npz \(zip\) archives, and this "
+                r"is a file starting with b'hell'")
+    with pytest.raises(ValueError, match=expected) as info:
+        checkpoint.load(text)
+    assert "pickle" not in str(info.value)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="this is an empty file"):
+        checkpoint.load(empty)
+
+
+def test_save_checks_the_path_before_any_work_and_names_it(tmp_path):
+    net, opt, sched = trained()
+    missing = tmp_path / "missing" / "m.npz"
+    with pytest.raises(FileNotFoundError, match=f"cannot write {missing}: the directory .* does not exist"):
+        checkpoint.save(missing, net, opt)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        checkpoint.EveryEpoch(missing)
+    with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path}: it is a directory"):
+        checkpoint.save(tmp_path, net)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike; got int 3"):
+        checkpoint.save(3, net)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+def test_fit_with_a_checkpoint_in_a_missing_directory_changes_nothing(tmp_path):
+    """The callback is made (and fails) before fit starts: no parameter moves, nothing is written."""
+    X, y = data(N=12)
+    net = MLP([4, 6, 3], "relu", "softmax", "cross_entropy", seed=3)
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(FileNotFoundError, match="missing"):
+        saver = checkpoint.EveryEpoch(tmp_path / "missing" / "r.npz")
+        fit(net, SGD(net.params, lr=0.1), X, y, epochs=2, callbacks=[saver])
+    assert equal(net.params, before)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoints_honour_the_umask(tmp_path, umask):
+    net, _, _ = trained()
+    old = os.umask(umask)
+    try:
+        checkpoint.save(tmp_path / "ck.npz", net)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ck.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_every_epoch_saves_what_resumes_the_run(tmp_path):
+    X, y = data(N=12)
+    net = MLP([4, 6, 3], "relu", "softmax", "cross_entropy", seed=3)
+    opt = SGD(net.params, lr=0.1)
+    seen = []
+    fit(net, opt, X, y, epochs=2, batch_size=5, seed=4, callbacks=[checkpoint.EveryEpoch(tmp_path / "r.npz"),
+                                                                    lambda record, run: seen.append(run)])
+    ck = checkpoint.load(tmp_path / "r.npz")
+    assert ck.extra["fit"] == {"seed": 4, "batch_size": 5, "shuffle": True, "initial_epoch": 2,
+                               "history": seen[-1].history}
+    assert seen[0].resume["fit"]["initial_epoch"] == 1 and len(seen[0].resume["fit"]["history"]) == 1
+    assert seen[0].model is net and seen[0].optimizer is opt and seen[0].scheduler is None
 
 
 def test_corrupted_bytes_never_load_silently(saved):
@@ -338,7 +401,7 @@ def test_not_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="it has no 'meta' entry"):
         checkpoint.load(tmp_path / "plain.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable manual-bp checkpoint"):
+    with pytest.raises(ValueError, match="text.npz is not a manual-bp checkpoint"):
         checkpoint.load(tmp_path / "text.npz")
     np.savez(tmp_path / "badjson.npz", meta=np.array("{not json"))
     with pytest.raises(ValueError, match="'meta' is not valid JSON"):

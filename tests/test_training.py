@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import manual_bp
 from manual_bp import MLP
+from manual_bp.models import RECURRENT_MODELS
 from manual_bp.optim import SGD, Adam, StepLR
 from manual_bp.training import Progress, accuracy, batchify, evaluate, evaluate_stream, fit, fit_stream
 from tests.helpers import assert_grads_close, assert_scalar_close, tol_torch
@@ -22,8 +23,7 @@ from tests.helpers import assert_grads_close, assert_scalar_close, tol_torch
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
 XOR_Y = np.array([[0], [1], [1], [0]], dtype=float)
 
-RECURRENT = [name for name in ("RNN", "LSTM", "GRU") if hasattr(manual_bp, name)]
-needs_rnn = pytest.mark.skipif(not hasattr(manual_bp, "RNN"), reason="manual_bp.RNN is not there yet")
+RECURRENT = list(RECURRENT_MODELS)
 # Training compounds rounding over every update, so float64 trajectories agree to ~1e-13 rather than ~1e-15;
 # the allowance is the torch-gradient one (helpers.TOL_TORCH), with a floor that only keeps 0/0 out.
 FLOOR = 1e-12
@@ -158,13 +158,14 @@ def test_bad_arguments_raise_before_any_update():
         (dict(Y=np.array([[0], [1], [np.nan], [0]])), ValueError, "Y must be finite"),
         (dict(validation=(XOR_X[:, :1], XOR_Y)), ValueError, r"X must have shape \(N, n0=2\)"),
         (dict(validation=XOR_X), TypeError, r"validation must be a tuple \(X_val, Y_val\)"),
-        (dict(progress="yes"), TypeError, "progress must be True or False"),
+        (dict(progress="yes"), TypeError, "progress must be True, False or an object with start"),
         (
             dict(scheduler=StepLR(SGD(other.params, lr=0.1), 1)),
             ValueError,
             "scheduler must schedule the optimizer",
         ),
-        (dict(callback=3), TypeError, "callback must be callable"),
+        (dict(callbacks=3), TypeError, "callbacks must be a sequence of callables"),
+        (dict(callbacks=[3]), TypeError, "callbacks must be a sequence of callables"),
     ]
     for change, exc, message in cases:
         kw = dict(model=net, optimizer=opt, X=XOR_X, Y=XOR_Y, epochs=2, batch_size=2, progress=False)
@@ -180,7 +181,7 @@ def test_bad_arguments_raise_before_any_update():
 def test_diverging_run_stops_with_a_clear_error():
     net = MLP([2, 3, 1], "relu", "identity", "squared_error", seed=0)
     opt = SGD(net.params, lr=1e200)
-    with pytest.raises(ValueError, match=r"epoch \d+, batch \d/2: grads\['\w+'\] must be finite"):
+    with pytest.raises(ValueError, match=r"epoch \d+, batch \d/2: the loss is (inf|nan); training diverged"):
         fit(net, opt, XOR_X, XOR_Y * 1e3, epochs=50, batch_size=2, progress=False)
 
 
@@ -239,7 +240,6 @@ def torch_stream(model, stream_X, stream_Y, epochs, chunk_length, n_streams, opt
     return {k: v.detach().numpy().copy() for k, v in tp.items()}, losses
 
 
-@needs_rnn
 @pytest.mark.parametrize("kind", RECURRENT)
 @pytest.mark.parametrize("opt_kind, hyper", [("SGD", dict(lr=0.5)), ("Adam", dict(lr=0.02))])
 def test_stream_training_equals_torch(kind, opt_kind, hyper):
@@ -258,7 +258,6 @@ def test_stream_training_equals_torch(kind, opt_kind, hyper):
     assert opt.step_count == 2 * 4
 
 
-@needs_rnn
 def test_carrying_the_state_matters():
     """The state crosses chunk boundaries: resetting it per chunk would train differently."""
     rng = np.random.default_rng(2)
@@ -273,7 +272,6 @@ def test_carrying_the_state_matters():
     assert not equal(a.params, b.params)
 
 
-@needs_rnn
 def test_stream_validation_and_determinism():
     rng = np.random.default_rng(3)
     text = rng.integers(0, 5, 80)
@@ -300,7 +298,6 @@ def test_stream_validation_and_determinism():
     assert 0.0 <= ev["accuracy"] <= 1.0
 
 
-@needs_rnn
 @pytest.mark.parametrize("kind", RECURRENT)
 def test_fit_on_sequences_is_the_documented_loop(kind):
     """Recurrent fit: sequences on axis 1, shuffled with default_rng([seed, e]); masks go with them."""
@@ -332,7 +329,6 @@ def test_fit_on_sequences_is_the_documented_loop(kind):
         fit(net, opt, X, Y[:, :3], epochs=1, progress=False)
 
 
-@needs_rnn
 def test_recurrent_accuracy_counts_unmasked_steps():
     m = _make("RNN")
     rng = np.random.default_rng(5)
@@ -344,3 +340,126 @@ def test_recurrent_accuracy_counts_unmasked_steps():
     hit = P.argmax(-1) == Y
     assert accuracy(m, X, Y, mask) == hit[mask].mean()
     assert accuracy(m, X, Y) == hit.mean()
+
+
+# ---------------------------------------------------------------------------------------------- the loop's cost
+def count_forward_passes(model, monkeypatch):
+    """Count the model's forward passes (every loss, loss_and_grad, forward and jvp runs exactly one)."""
+    calls = []
+    inner = model._forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(model, "_forward", counted)
+    return calls
+
+
+def recurrent_data(T=5, N=7, D=3, K=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((T, N, D)), rng.integers(0, K, (T, N))
+
+
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_fit_validates_without_a_forward_pass_and_evaluates_with_one_per_batch(kind, monkeypatch):
+    """One forward pass per update, one per evaluation batch: no extra pass over the data to validate it."""
+    m = RECURRENT_MODELS[kind](3, 4, 4, seed=0)
+    X, Y = recurrent_data()
+    calls = count_forward_passes(m, monkeypatch)
+    fit(m, SGD(m.params, lr=0.1), X, Y, epochs=2, batch_size=3)  # 3 batches of 3, 3, 1 sequences
+    assert len(calls) == 2 * 3
+    calls.clear()
+    fit(m, SGD(m.params, lr=0.1), X, Y, epochs=1, batch_size=3, validation=(X, Y), eval_train=True)
+    assert len(calls) == 3 + 1 + 1  # updates, then one evaluation batch each for train and validation
+    calls.clear()
+    ev = evaluate(m, X, Y, batch_size=2)
+    assert len(calls) == 4
+    assert ev["loss"] == pytest.approx(m.loss(X, Y), rel=1e-14)
+    P, _ = m.forward(X)
+    assert ev["accuracy"] == np.mean(P.argmax(-1) == Y)
+
+
+def test_mlp_fit_validates_without_a_forward_pass(monkeypatch):
+    net = MLP([2, 3, 1], "tanh", "sigmoid", "squared_error", seed=0)
+    calls = count_forward_passes(net, monkeypatch)
+    fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y, epochs=3, batch_size=3)
+    assert len(calls) == 3 * 2
+    calls.clear()
+    evaluate(net, XOR_X, XOR_Y, batch_size=3)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_evaluate_stream_runs_one_forward_pass_per_chunk_and_carries_the_state(kind, monkeypatch):
+    m = RECURRENT_MODELS[kind](6, 5, 6, seed=2)
+    text = np.random.default_rng(3).integers(0, 6, 41)
+    ev = evaluate_stream(m, text[:-1], text[1:], chunk_length=4, n_streams=2)  # M = 20: 5 chunks
+    calls = count_forward_passes(m, monkeypatch)
+    assert evaluate_stream(m, text[:-1], text[1:], chunk_length=4, n_streams=2) == ev
+    assert len(calls) == 5
+    whole = batchify(text[:-1], 2), batchify(text[1:], 2)
+    E, P = m.loss(*whole, return_outputs=True)  # one pass over all 20 steps = the carried chunks
+    assert ev["loss"] == pytest.approx(E / 20, rel=1e-13)
+    assert ev["accuracy"] == np.mean(P.argmax(-1) == whole[1])
+
+
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_fit_leaves_nothing_on_the_model(kind):
+    import copy
+    import pickle
+
+    m = RECURRENT_MODELS[kind](3, 4, 4, seed=0)
+    attrs = set(vars(m))
+    X, Y = recurrent_data()
+    fit(m, SGD(m.params, lr=0.1), X, Y, epochs=1, batch_size=3)
+    assert set(vars(m)) == attrs
+    assert pickle.loads(pickle.dumps(m)).loss(X, Y) == copy.deepcopy(m).loss(X, Y) == m.loss(X, Y)
+
+
+def test_batch_first_recurrent_data_is_rejected_before_any_update():
+    m = RECURRENT_MODELS["GRU"](3, 4, 4, seed=0)
+    X, Y = recurrent_data(T=5, N=7)
+    mask = np.ones((5, 7), dtype=bool)
+    opt = SGD(m.params, lr=0.1)
+    before = snapshot(m.params)
+    with pytest.raises(ValueError, match=r"X has shape \(7, 5, 3\), batch-first against mask \(T=5, N=7\)"):
+        fit(m, opt, X.swapaxes(0, 1), Y.T, epochs=1, mask=mask)
+    assert equal(m.params, before) and opt.step_count == 0
+
+
+def test_library_training_prints_nothing_by_default(capsys):
+    net = MLP([2, 3, 1], "tanh", "sigmoid", "squared_error", seed=0)
+    fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y, epochs=2, batch_size=2)
+    m = RECURRENT_MODELS["RNN"](6, 5, 6, seed=4)
+    text = np.arange(30) % 6
+    fit_stream(m, SGD(m.params, lr=0.1), text[:-1], text[1:], epochs=1, chunk_length=5,
+               validation=(text[:-1], text[1:]))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_progress_object_sees_every_batch_and_epoch():
+    events = []
+
+    class Recorder:
+        def start(self, epoch, epochs, total):
+            events.append(("start", epoch, epochs, total))
+
+        def update(self, done, loss):
+            events.append(("update", done))
+
+        def end(self, record):
+            events.append(("end", record["epoch"]))
+
+    net = MLP([2, 3, 1], "tanh", "sigmoid", "squared_error", seed=0)
+    fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y, epochs=2, batch_size=3, progress=Recorder())
+    assert events == [("start", 1, 2, 2), ("update", 1), ("update", 2), ("end", 1),
+                      ("start", 2, 2, 2), ("update", 1), ("update", 2), ("end", 2)]
+
+
+def test_validation_errors_name_the_data_set():
+    net = MLP([2, 3, 1], "tanh", "sigmoid", "squared_error", seed=0)
+    with pytest.raises(ValueError, match=r"^validation: X must have shape \(N, n0=2\)"):
+        fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y, epochs=1, validation=(XOR_X[:, :1], XOR_Y))
+    with pytest.raises(ValueError, match=r"^X, Y: Y must be finite"):
+        fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y * np.nan, epochs=1)
