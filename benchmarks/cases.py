@@ -71,43 +71,36 @@ def make_data(spec):
 
 
 def make_model(spec, dtype=None):
-    """manual_bp's model for ``spec`` in ``dtype`` (default: the spec's), seeded."""
-    import manual_bp
+    """manual_bp's model for ``spec`` in ``dtype`` (default: the spec's), seeded (the registry's class)."""
+    from manual_bp.models import model_class
 
     dtype = np.dtype(dtype or spec["dtype"])
     if spec["kind"] == "mlp":
-        return manual_bp.MLP(spec["sizes"], "sigmoid", "softmax", "cross_entropy", dtype=dtype, seed=SEED)
+        return model_class("MLP")(spec["sizes"], "sigmoid", "softmax", "cross_entropy", dtype=dtype, seed=SEED)
     D, H, K = spec["D"], spec["H"], spec["K"]
-    if spec["kind"] == "rnn":
-        return manual_bp.RNN(D, H, K, nonlinearity="tanh", loss="cross_entropy", dtype=dtype, seed=SEED)
-    cls = {"lstm": "LSTM", "gru": "GRU"}[spec["kind"]]
-    return getattr(manual_bp, cls)(D, H, K, loss="cross_entropy", dtype=dtype, seed=SEED)
-
-
-def available(spec) -> bool:
-    """Whether manual_bp has the model class this case needs (the recurrent ones arrived later)."""
-    import manual_bp
-
-    need = {"mlp": "MLP", "rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[spec["kind"]]
-    return hasattr(manual_bp, need)
+    return model_class(spec["kind"])(D, H, K, loss="cross_entropy", dtype=dtype, seed=SEED)
 
 
 # ---------------------------------------------------------------------------------------------- sides
 class OursSide:
-    """manual_bp: ``loss_and_grad`` then ``theta -= lr * g`` in place."""
+    """manual_bp: ``loss_and_grad`` then ``theta -= lr * g`` in place; recurrent passes reuse a Workspace,
+    as ``fit`` does."""
 
     def __init__(self, spec, dtype=None):
+        from manual_bp import Workspace
+
         self.model = make_model(spec, dtype)
         X, Y = make_data(spec)
         self.X = X.astype(self.model.dtype)
         self.Y = Y
+        self.kw = {"workspace": Workspace()} if self.model.BATCH_AXIS == 1 else {}
 
     def loss_and_grad(self):
-        E, g = self.model.loss_and_grad(self.X, self.Y)
+        E, g = self.model.loss_and_grad(self.X, self.Y, **self.kw)
         return E, {k: np.asarray(g[k], dtype=np.float64) for k in self.model.params}
 
     def step(self):
-        _, grads = self.model.loss_and_grad(self.X, self.Y)
+        _, grads = self.model.loss_and_grad(self.X, self.Y, **self.kw)
         for k, p in self.model.params.items():
             g = grads[k]
             g *= LR  # the gradient is ours to scale: loss_and_grad returns fresh arrays
@@ -115,98 +108,44 @@ class OursSide:
 
 
 class TorchSide:
-    """torch: the same net from torch's own modules, autograd, ``torch.optim.SGD``."""
+    """torch: the same net built by the oracle (``manual_bp.reference``: torch's own modules with manual_bp's
+    initial weights copied in), autograd, ``torch.optim.SGD``."""
 
     def __init__(self, spec, dtype=None):
         import torch
 
+        from manual_bp import reference
+        from manual_bp.reference.mlp import _logits, _loss_from_logits
+        from manual_bp.reference.recurrent import _step_losses
+
         self.torch = torch
-        self.spec = spec
         model = make_model(spec, np.float64)  # manual_bp's initialisation, copied into torch's modules
         dtype = np.dtype(dtype or spec["dtype"])
         tdt = torch.float64 if dtype == np.float64 else torch.float32
         X, Y = make_data(spec)
         self.X = torch.from_numpy(X).to(tdt)
         self.Y = torch.from_numpy(Y.astype(np.int64))
-        P = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).to(tdt) for k, v in model.params.items()}
         if spec["kind"] == "mlp":
-            self._build_mlp(spec, P, tdt)
+            layers = reference.build_mlp(model, dtype=tdt)
+            self.names = {}
+            for l, lin in enumerate(layers, start=1):
+                self.names[f"W{l}"], self.names[f"b{l}"] = lin.weight, lin.bias
+            self._loss = lambda: _loss_from_logits(model, _logits(model, layers, self.X), self.Y)
         else:
-            self._build_recurrent(spec, P, tdt)
+            core, head = reference.build_recurrent(model, dtype=tdt)  # bias_hh frozen at 0 but for the GRU
+            self.names = {"U": core.weight_ih_l0, "W": core.weight_hh_l0, "b": core.bias_ih_l0,
+                          "V": head.weight, "c": head.bias}
+            if spec["kind"] == "gru":
+                self.names["bh"] = core.bias_hh_l0
+            N = spec["N"]
+
+            def loss():
+                hs, _ = core(self.X)  # (T, N, H), h0 = 0
+                return _step_losses(model, head, hs, self.Y, None).sum() / N
+
+            self._loss = loss
+        self.parameters = list(self.names.values())
         self.opt = torch.optim.SGD(self.parameters, lr=LR)
-
-    # -- MLP: nn.Linear layers, torch.sigmoid between them, F.cross_entropy from the logits
-    def _build_mlp(self, spec, P, tdt):
-        torch = self.torch
-        s = spec["sizes"]
-        self.layers = [torch.nn.Linear(a, b, dtype=tdt) for a, b in zip(s[:-1], s[1:])]
-        with torch.no_grad():
-            for l, lin in enumerate(self.layers, start=1):
-                lin.weight.copy_(P[f"W{l}"])
-                lin.bias.copy_(P[f"b{l}"])
-        self.parameters = [p for lin in self.layers for p in lin.parameters()]
-        self.names = {}
-        for l, lin in enumerate(self.layers, start=1):
-            self.names[f"W{l}"] = lin.weight
-            self.names[f"b{l}"] = lin.bias
-        self._loss = self._mlp_loss
-
-    def _mlp_loss(self):
-        F = self.torch.nn.functional
-        a = self.X
-        for l, lin in enumerate(self.layers, start=1):
-            z = lin(a)
-            if l < len(self.layers):
-                a = self.torch.sigmoid(z)
-        return F.cross_entropy(z, self.Y)
-
-    # -- recurrent: nn.RNN / nn.LSTM / nn.GRU + nn.Linear + F.cross_entropy(sum) / N
-    def _build_recurrent(self, spec, P, tdt):
-        torch = self.torch
-        D, H, K = spec["D"], spec["H"], spec["K"]
-        kind = spec["kind"]
-        if kind == "rnn":
-            self.cell = torch.nn.RNN(D, H, nonlinearity="tanh", dtype=tdt)
-        elif kind == "lstm":
-            self.cell = torch.nn.LSTM(D, H, dtype=tdt)
-        else:
-            self.cell = torch.nn.GRU(D, H, dtype=tdt)
-        self.out = torch.nn.Linear(H, K, dtype=tdt)
-        with torch.no_grad():
-            self.cell.weight_ih_l0.copy_(P["U"])
-            self.cell.weight_hh_l0.copy_(P["W"])
-            self.cell.bias_ih_l0.copy_(P["b"])
-            self.cell.bias_hh_l0.copy_(P["bh"] if kind == "gru" else torch.zeros_like(P["b"]))
-            self.out.weight.copy_(P["V"])
-            self.out.bias.copy_(P["c"])
-        self.names = {
-            "U": self.cell.weight_ih_l0,
-            "W": self.cell.weight_hh_l0,
-            "b": self.cell.bias_ih_l0,
-            "V": self.out.weight,
-            "c": self.out.bias,
-        }
-        if kind == "gru":
-            self.names["bh"] = self.cell.bias_hh_l0
-            self.parameters = list(self.cell.parameters()) + list(self.out.parameters())
-        else:
-            # ours has one bias b; torch's bias_hh stays at 0 and is not trained, so both learn the same net
-            self.cell.bias_hh_l0.requires_grad_(False)
-            self.parameters = [
-                self.cell.weight_ih_l0,
-                self.cell.weight_hh_l0,
-                self.cell.bias_ih_l0,
-                self.out.weight,
-                self.out.bias,
-            ]
-        self._loss = self._recurrent_loss
-
-    def _recurrent_loss(self):
-        F = self.torch.nn.functional
-        T, N, K = self.spec["T"], self.spec["N"], self.spec["K"]
-        hs, _ = self.cell(self.X)  # (T, N, H), h0 = 0
-        logits = self.out(hs)  # (T, N, K)
-        return F.cross_entropy(logits.reshape(T * N, K), self.Y.reshape(T * N), reduction="sum") / N
 
     # -- the two entry points
     def loss_and_grad(self):
@@ -233,39 +172,28 @@ def make_side(spec, side, dtype=None):
     raise ValueError(f"side must be 'ours' or 'torch'; got {side!r}")
 
 
-# Equal work: float64 against float64, as tests/helpers.py TOL_TORCH (a few ulps times the depth).
-CHECK_TOL = 1e-10
-
-
 def check_equal_work(spec) -> dict:
-    """Both sides' loss and gradients in float64 from the same parameters and data.
+    """Both sides' loss and gradients in float64 from the same parameters and data, judged by the harness's
+    table (``manual_bp.harness.TOLERANCES``) and error metric (``gradcheck.rel_error``).
 
-    Returns ``{"ok": bool, "max_rel_err": float, "worst": name, "loss_ours": .., "loss_torch": ..}``; the
-    error is norm-wise relative per array, ``max|ours - torch| / max(max|ours|, max|torch|)``, as
-    manual_bp.gradcheck.
+    Returns ``{"ok": bool, "max_rel_err": float, "worst": name, "loss_ours": .., "loss_torch": .., ...}``.
     """
+    from manual_bp.harness import allowance, compare_grads
+
+    tol = allowance(np.float64)
     E1, g1 = make_side(spec, "ours", np.float64).loss_and_grad()
     E2, g2 = make_side(spec, "torch", np.float64).loss_and_grad()
-    worst, worst_err = None, 0.0
-    for k in g1:
-        if g1[k].shape != g2[k].shape:
-            return {
-                "ok": False,
-                "max_rel_err": float("inf"),
-                "worst": f"{k} shape {g1[k].shape} != {g2[k].shape}",
-            }
-        scale = max(np.abs(g1[k]).max(), np.abs(g2[k]).max(), 1e-300)
-        err = float(np.abs(g1[k] - g2[k]).max() / scale)
-        if err >= worst_err:
-            worst, worst_err = k, err
+    try:
+        res = compare_grads(g1, g2, tol=tol.torch, floor=tol.torch_floor)
+    except ValueError as exc:  # a shape mismatch
+        return {"ok": False, "max_rel_err": float("inf"), "worst": str(exc)}
     loss_err = abs(E1 - E2) / max(abs(E1), abs(E2), 1.0)
-    ok = worst_err <= CHECK_TOL and loss_err <= CHECK_TOL
     return {
-        "ok": bool(ok),
-        "max_rel_err": worst_err,
-        "worst": worst,
+        "ok": bool(res.ok and loss_err <= tol.torch),
+        "max_rel_err": res.max_error,
+        "worst": res.worst.name,
         "loss_ours": E1,
         "loss_torch": E2,
         "loss_rel_err": loss_err,
-        "tol": CHECK_TOL,
+        "tol": tol.torch,
     }

@@ -14,7 +14,7 @@ import textwrap
 
 import numpy as np
 
-from .cases import available, case_name, check_equal_work, make_data, make_model, mlp_flops, recurrent_flops
+from .cases import case_name, check_equal_work, make_data, make_model, mlp_flops, recurrent_flops
 from .harness import (
     ROOT,
     OneThread,
@@ -95,11 +95,6 @@ def run_training(suite, st, policies, pair=None, log=print, only=()) -> list:
         if only and not any(text in name for text in only):
             continue
         row = {"suite": suite, "name": name, "spec": spec, "target": target, "flops": _flops(spec)}
-        if not available(spec):
-            row["skipped"] = f"manual_bp has no {spec['kind'].upper()} yet"
-            log(f"  {name}: skipped ({row['skipped']})")
-            rows.append(row)
-            continue
         with OneThread():
             row["check"] = check_equal_work(spec)
         if not row["check"]["ok"]:
@@ -194,9 +189,6 @@ def run_jvp(st, log=print) -> list:
         models.append(("RNN", f"RNN D={D} H={H} K={K} T=10 N=4", spec))
     with OneThread():
         for family, name, spec in models:
-            if not available(spec):
-                rows.append({"suite": "jvp", "name": name, "skipped": "model class not available yet"})
-                continue
             model = make_model(spec)
             X, Y = make_data(spec)
             P = sum(v.size for v in model.params.values())
@@ -324,11 +316,6 @@ def run_memory(st, log=print) -> list:
     log(f"  import only: numpy {base['numpy']:.0f} MB, numpy+torch {base['torch-import']:.0f} MB")
     for spec in MEMORY_CASES:
         name = case_name(spec)
-        if not available(spec):
-            rows.append(
-                {"suite": "memory", "name": name, "kind": "rss", "skipped": "model class not available yet"}
-            )
-            continue
         arg = json.dumps(spec)
         ours = statistics.median(_peak_rss_mb("ours", arg) for _ in range(reps))
         theirs = statistics.median(_peak_rss_mb("torch", arg) for _ in range(reps))
@@ -434,47 +421,44 @@ def run_scaling(st, log=print) -> list:
     rows = []
     Ts = SCALING_T if not st.quick else SCALING_T[:2]
     Ns = SCALING_N if not st.quick else SCALING_N[:2]
-    if available(_rec("rnn", 10, 128, "float64")):
+    for T in Ts:
+        spec = _rec("rnn", T, 128, "float64")
+        res = compare_1thread(spec, st)
+        rows.append(
+            {
+                "suite": "scaling",
+                "axis": "T",
+                "name": case_name(spec),
+                "x": T,
+                "ours_s": res["ours_s"],
+                "torch_s": res["torch_s"],
+                "ratio": res["ratio"],
+            }
+        )
+        log(
+            f"  time vs T: {case_name(spec)}: ours {res['ours_s'] * 1e3:.2f} ms, "
+            f"torch {res['torch_s'] * 1e3:.2f} ms"
+        )
+    for kind in ("rnn", "lstm"):
         for T in Ts:
-            spec = _rec("rnn", T, 128, "float64")
-            res = compare_1thread(spec, st)
+            spec = _rec(kind, T, 128, "float64")
+            ours_b = _ours_backward_bytes(spec)
+            torch_b = _torch_saved_bytes(spec)
             rows.append(
                 {
                     "suite": "scaling",
-                    "axis": "T",
+                    "axis": "memory-T",
                     "name": case_name(spec),
                     "x": T,
-                    "ours_s": res["ours_s"],
-                    "torch_s": res["torch_s"],
-                    "ratio": res["ratio"],
+                    "ours_bytes": ours_b["held"],
+                    "ours_peak_bytes": ours_b["peak"],
+                    "torch_saved_bytes": torch_b,
                 }
             )
             log(
-                f"  time vs T: {case_name(spec)}: ours {res['ours_s'] * 1e3:.2f} ms, "
-                f"torch {res['torch_s'] * 1e3:.2f} ms"
+                f"  memory vs T: {case_name(spec)}: ours holds {ours_b['held'] / 2**20:.2f} MiB "
+                f"(peak {ours_b['peak'] / 2**20:.2f}), torch saves {torch_b / 2**20:.2f} MiB"
             )
-        for kind in ("rnn", "lstm"):
-            for T in Ts:
-                spec = _rec(kind, T, 128, "float64")
-                if not available(spec):
-                    continue
-                ours_b = _ours_backward_bytes(spec)
-                torch_b = _torch_saved_bytes(spec)
-                rows.append(
-                    {
-                        "suite": "scaling",
-                        "axis": "memory-T",
-                        "name": case_name(spec),
-                        "x": T,
-                        "ours_bytes": ours_b["held"],
-                        "ours_peak_bytes": ours_b["peak"],
-                        "torch_saved_bytes": torch_b,
-                    }
-                )
-                log(
-                    f"  memory vs T: {case_name(spec)}: ours holds {ours_b['held'] / 2**20:.2f} MiB "
-                    f"(peak {ours_b['peak'] / 2**20:.2f}), torch saves {torch_b / 2**20:.2f} MiB"
-                )
     else:
         rows.append({"suite": "scaling", "axis": "T", "name": "RNN", "skipped": "manual_bp has no RNN yet"})
     for N in Ns:
