@@ -1,42 +1,116 @@
 """The ``manual-bp`` command line (also ``python -m manual_bp``).
 
-Bad arguments get a one-line message and exit status 2 (argparse's convention), never a traceback.
+Every command checks all of its input before any work (flags, files and their contents, output paths, the
+memory the run needs) and reports everything wrong in one line, ``manual-bp: error: ...`` on stderr, with
+exit status 2 and no traceback. Results go to stdout; progress bars (tqdm, only when stderr is a terminal)
+and warnings go to stderr. ``--quick`` sets the defaults of the flags not given; an explicit flag always
+wins.
+
+Exit status: 0 success; 1 a check failed, training diverged (a non-finite loss or gradient) or memory ran
+out; 2 bad input; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+import numpy as np
 
 from . import __version__
 from .datasets import MissingDependency
 
+EPILOG = (
+    "Exit status: 0 success; 1 a check failed, training diverged (a non-finite loss or gradient) or memory "
+    "ran out; 2 bad input (one line on stderr); 130 interrupted. Results go to stdout; progress bars (only "
+    "when stderr is a terminal) and warnings go to stderr."
+)
+INT_MAX = 2**63 - 1  # no flag can use more: NumPy sizes and seeds are 64-bit
+CHECK_N = (8, 2)  # manual-bp check --n: (default, default with --quick)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other failure: ``manual-bp: error: ...``, exit 2."""
+
+    def error(self, message):
+        where = self.prog[len("manual-bp") :].strip()
+        where = f"{where}: " if where else ""
+        message = " ".join(str(message).split())
+        self.exit(2, f"manual-bp: error: {where}{message} (see {self.prog} --help)\n")
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
 
 def _int_at_least(minimum, what):
-    """An argparse type: an integer >= ``minimum``, with a message naming what was expected and what came."""
+    """An argparse type: an integer in [minimum, 2**63 - 1]; the message names ``what`` was expected."""
 
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer; got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {what}; got {_shown(text)}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer; got {value}")
+            raise argparse.ArgumentTypeError(f"expected {what}; got {value}")
+        if value > INT_MAX:
+            raise argparse.ArgumentTypeError(f"expected {what} below 2**63; got {_shown(text)}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1, "positive")
-_nonneg_int = _int_at_least(0, "non-negative")
+_positive_int = _int_at_least(1, "a positive integer")
+_nonneg_int = _int_at_least(0, "a non-negative integer")
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {_shown(text)}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number; got {_shown(text)}")
+    return value
+
+
+def _families(text):
+    from .check import FAMILIES
+
+    names = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if name and name not in names:
+            names.append(name)
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown or not names:
+        got = ",".join(unknown) if unknown else _shown(text)
+        raise argparse.ArgumentTypeError(f"unknown family {got}; choose from {','.join(FAMILIES)}")
+    return names
+
+
+def _default(task, key, what="") -> str:
+    """'(default 60; 5 with --quick)' from tasks.PRESETS."""
+    from .tasks import PRESETS
+
+    normal, quick = PRESETS[task][key]
+    if quick == normal:
+        return f"(default {normal})"
+    normal = what if normal is None else normal
+    return f"(default {normal}; {quick} with --quick)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .check import FAMILIES
+    from .models import RECURRENT_MODELS
 
-    parser = argparse.ArgumentParser(
-        prog="manual-bp", description="Backpropagation derived by hand, checked against oracles."
+    cells = [name.lower() for name in RECURRENT_MODELS]
+    parser = _Parser(
+        prog="manual-bp",
+        description="Backpropagation derived by hand, checked against oracles.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"manual-bp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,199 +121,297 @@ def build_parser() -> argparse.ArgumentParser:
         help="check hand-derived gradients of random models against torch autograd and finite differences",
         description="Draw seeded random models and compare their gradients with torch autograd and central "
         "finite differences. Exits 1 if any case fails.",
+        epilog=EPILOG,
     )
-    check.add_argument("--n", type=_positive_int, default=8, help="random cases per model family (default 8)")
+    check.add_argument(
+        "--n",
+        type=_positive_int,
+        help=f"random cases per model family (default {CHECK_N[0]}; {CHECK_N[1]} with --quick)",
+    )
     check.add_argument("--seed", type=_nonneg_int, default=0, help="seed for the drawn cases (default 0)")
     check.add_argument(
         "--models",
-        default=",".join(FAMILIES),
+        type=_families,
+        default=list(FAMILIES),
         help=f"comma-separated families to check (default: all of {','.join(FAMILIES)})",
     )
-    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument("--quick", action="store_true", help=f"--n {CHECK_N[1]} unless --n is given")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
 
-    train = sub.add_parser("train", help="train a model on a real task (digits, text, the adding problem)")
+    train = sub.add_parser(
+        "train",
+        help="train a model on a real task (digits, text, the adding problem)",
+        description="Train a model on a real task; nothing is downloaded.",
+        epilog=EPILOG,
+    )
     tasks = train.add_subparsers(dest="task", metavar="TASK")
     tasks.required = True
 
-    def common(p, default_seed=0):
-        p.add_argument("--seed", type=_nonneg_int, default=default_seed, help="seed (default 0)")
-        p.add_argument("--quick", action="store_true", help="a tiny budget that finishes in seconds")
-        p.add_argument("--json", action="store_true", help="print the results as JSON")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    def common(p):
+        p.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+        p.add_argument(
+            "--quick",
+            action="store_true",
+            help="a tiny budget that finishes in seconds: the --quick defaults above, for flags not given",
+        )
+        p.add_argument("--json", action="store_true", help="print the results as JSON (default: tables)")
+        p.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="no progress bar (default: a bar on stderr when it is a terminal)",
+        )
 
     mlp = tasks.add_parser(
         "mlp",
         help="handwritten digits (scikit-learn's 8x8 set, or --data FILE.npz)",
-        description="Train the seed's MLP set-up and the best documented one on the 8x8 "
-        "digits and report held-out test accuracy.",
+        description="Train the seed's MLP set-up and the best documented one on the 8x8 digits (or your "
+        "data) and report held-out test accuracy.",
+        epilog=EPILOG,
     )
     mlp.add_argument(
-        "--data", metavar="FILE.npz", help="your own data: X_train, y_train, X_test, y_test (or X, y)"
+        "--data",
+        metavar="FILE.npz",
+        help="your own data: arrays X_train, y_train, X_test, y_test (or X, y, split 80/20 by --seed); "
+        "X (N, D) finite numbers, y (N,) integer labels 0, 1, 2, ... (default: scikit-learn's 8x8 digits)",
     )
-    mlp.add_argument("--save", metavar="FILE.npz", help="save the last set-up's model and optimizer there")
-    mlp.add_argument("--epochs", type=_positive_int, help="epochs per set-up (default 60; 5 with --quick)")
+    mlp.add_argument(
+        "--save",
+        metavar="FILE.npz",
+        help="save the last set-up's model and optimizer there (default: nothing saved); an existing file "
+        "is replaced only if it is a manual-bp checkpoint",
+    )
+    mlp.add_argument("--epochs", type=_positive_int, help=f"epochs per set-up {_default('mlp', 'epochs')}")
+    mlp.add_argument(
+        "--train-size",
+        type=_positive_int,
+        help=f"train on the first N training samples {_default('mlp', 'train_size', 'all')}",
+    )
     common(mlp)
 
     lm = tasks.add_parser(
         "lm",
         help="character-level language model on the Python docs (or --text FILE)",
-        description="Train a character-level language model by truncated BPTT with the state "
-        "carried across chunks; print held-out bits per character each epoch and a sample.",
+        description="Train a character-level language model by truncated BPTT with the state carried across "
+        "chunks; report held-out bits per character each epoch and a sample.",
+        epilog=EPILOG,
     )
-    lm.add_argument("--model", choices=["rnn", "lstm", "gru"], default="lstm", help="cell (default lstm)")
-    lm.add_argument("--text", metavar="FILE", help="a UTF-8 text file (default: pydoc_data's topics)")
     lm.add_argument(
-        "--save", metavar="FILE.npz", help="save the model, optimizer, schedule and vocabulary there"
+        "--model", type=str.lower, choices=cells, default="lstm", help="the recurrent cell (default lstm)"
     )
-    lm.add_argument("--epochs", type=_positive_int, help="epochs (default 5; 2 with --quick)")
-    lm.add_argument("--hidden", type=_positive_int, default=128, help="hidden size H (default 128)")
-    lm.add_argument("--seq-len", type=_positive_int, default=50, help="chunk length T (default 50)")
+    lm.add_argument(
+        "--text", metavar="FILE", help="a UTF-8 text file (default: the Python documentation in pydoc_data)"
+    )
+    lm.add_argument(
+        "--save",
+        metavar="FILE.npz",
+        help="save the model, optimizer, schedule and vocabulary there (default: nothing saved); an existing "
+        "file is replaced only if it is a manual-bp checkpoint",
+    )
+    lm.add_argument("--epochs", type=_positive_int, help=f"epochs {_default('lm', 'epochs')}")
+    lm.add_argument("--hidden", type=_positive_int, help=f"hidden size H {_default('lm', 'hidden')}")
+    lm.add_argument(
+        "--seq-len", type=_positive_int, help=f"chunk length T of truncated BPTT {_default('lm', 'seq_len')}"
+    )
     lm.add_argument(
         "--max-chars",
         type=_positive_int,
-        help="use the first this many characters (default 200000; 20000 with --quick)",
+        help=f"use the first this many characters, the last 10%% held out {_default('lm', 'max_chars')}",
+    )
+    lm.add_argument(
+        "--sample-length",
+        type=_nonneg_int,
+        help=f"characters to generate after training {_default('lm', 'sample_length')}",
     )
     common(lm)
 
     adding = tasks.add_parser(
         "adding",
         help="the adding problem (Hochreiter & Schmidhuber 1997)",
-        description="Train RNN, LSTM and GRU for the same budget on the adding problem and "
+        description="Train RNN, LSTM and GRU for the same budget of Adam steps on the adding problem and "
         "report test MSE against the 0.167 of predicting the mean.",
+        epilog=EPILOG,
     )
     adding.add_argument(
-        "--model", choices=["rnn", "lstm", "gru", "all"], default="all", help="which model (default all)"
+        "--model",
+        type=str.lower,
+        choices=cells + ["all"],
+        default="all",
+        help="which model (default all: " + ", ".join(cells) + ")",
     )
-    adding.add_argument("--T", type=_positive_int, default=100, help="sequence length (default 100)")
     adding.add_argument(
-        "--steps", type=_positive_int, help="Adam steps per model (default 2000; 60 with --quick)"
+        "--T",
+        type=_int_at_least(2, "an integer >= 2 (two marked steps, one in each half)"),
+        help=f"sequence length {_default('adding', 'T')}",
     )
-    adding.add_argument("--hidden", type=_positive_int, default=64, help="hidden size H (default 64)")
+    adding.add_argument(
+        "--steps", type=_positive_int, help=f"Adam steps per model {_default('adding', 'steps')}"
+    )
+    adding.add_argument("--hidden", type=_positive_int, help=f"hidden size H {_default('adding', 'hidden')}")
+    adding.add_argument(
+        "--test-size", type=_positive_int, help=f"test sequences {_default('adding', 'test_size')}"
+    )
     common(adding)
 
     van = sub.add_parser(
         "vanishing",
         help="||dE_T/ds_k|| against T-k for RNN, LSTM and GRU (table and plot)",
-        description="Measure the vanishing gradient on one random sequence with default "
-        "initialisation: a table, and a PNG plot when matplotlib is installed.",
+        description="Measure the vanishing gradient on one random sequence with default initialisation: a "
+        "table, and a plot when matplotlib is installed. About a second at the defaults (no --quick).",
+        epilog=EPILOG,
     )
-    van.add_argument("--T", type=_positive_int, default=100, help="sequence length (default 100)")
-    van.add_argument("--hidden", type=_positive_int, default=32, help="hidden size H (default 32)")
+    van.add_argument("--T", type=_positive_int, help=f"sequence length {_default('vanishing', 'T')}")
+    van.add_argument("--hidden", type=_positive_int, help=f"hidden size H {_default('vanishing', 'hidden')}")
     van.add_argument(
         "--plot",
         default="vanishing.png",
         metavar="FILE.png",
-        help="where to write the plot (default vanishing.png); --plot '' for none",
+        help="where to write the plot: .png, .pdf or .svg (default vanishing.png); --plot '' for none",
     )
     van.add_argument(
         "--forget-bias",
-        type=float,
+        type=_finite_float,
         default=1.0,
         help="also show an LSTM with its forget-gate bias raised by this much (default 1; 0: skip)",
     )
     van.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
-    van.add_argument("--json", action="store_true", help="print the results as JSON")
+    van.add_argument("--json", action="store_true", help="print the results as JSON (default: a table)")
+    van.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar on stderr when it is a terminal)",
+    )
     return parser
 
 
-def _cmd_check(args, parser) -> int:
-    from .check import FAMILIES, run_check
+# ---------------------------------------------------------------------------------------------- commands
+def _cmd_check(args) -> int:
+    from .check import run_check
 
-    families = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in families if m not in FAMILIES]
-    if unknown or not families:
-        parser.error(f"--models: unknown family {unknown or args.models!r}; choose from {','.join(FAMILIES)}")
-    return run_check(n=args.n, seed=args.seed, families=families, as_json=args.json)
+    n = args.n if args.n is not None else CHECK_N[bool(args.quick)]
+    return run_check(n=n, seed=args.seed, families=args.models, as_json=args.json)
 
 
-def _emit(result, as_json):
-    if as_json:
-        print(json.dumps(result, indent=2))
+def _plan(args):
+    from . import tasks
+    from .models import RECURRENT_MODELS
+
+    if args.command == "vanishing":
+        given = {"T": args.T, "hidden": args.hidden}
+        s = tasks.resolve("vanishing", False, **given)
+        return tasks.plan_vanishing(
+            T=s["T"], hidden=s["hidden"], seed=args.seed, forget_bias=args.forget_bias, plot=args.plot or None
+        )
+    given = {key: getattr(args, key) for key in tasks.PRESETS[args.task]}
+    s = tasks.resolve(args.task, args.quick, **given)
+    if args.task == "mlp":
+        return tasks.plan_mlp(data=args.data, save=args.save, seed=args.seed, **s)
+    if args.task == "lm":
+        return tasks.plan_lm(model=args.model, text=args.text, save=args.save, seed=args.seed, **s)
+    models = [m.lower() for m in RECURRENT_MODELS] if args.model == "all" else [args.model]
+    return tasks.plan_adding(models=models, seed=args.seed, **s)
 
 
-def _cmd_train(args, parser) -> int:
+def _cmd_train(args) -> int:
     from . import tasks
 
-    log = _silent if args.json else print
-    progress = not (args.no_progress or args.json)
-    if args.task == "mlp":
-        result = tasks.train_mlp(
-            data=args.data,
-            epochs=args.epochs,
-            quick=args.quick,
-            seed=args.seed,
-            progress=progress,
-            log=log,
-            save=args.save,
-        )
-        if not args.json:
-            print(
-                format_rows(
-                    ["set-up", "epochs", "train accuracy", "test accuracy"],
-                    [
-                        [r["setup"], r["epochs"], f"{r['train_accuracy']:.4f}", f"{r['test_accuracy']:.4f}"]
-                        for r in result["results"]
-                    ],
-                )
-            )
-    elif args.task == "lm":
-        result = tasks.train_lm(
-            model=args.model,
-            text=args.text,
-            epochs=args.epochs,
-            hidden=args.hidden,
-            chunk_length=args.seq_len,
-            max_chars=args.max_chars,
-            quick=args.quick,
-            seed=args.seed,
-            progress=progress,
-            log=log,
-            save=args.save,
-        )
+    plan = _plan(args)  # every check, before any work
+    for message in plan.warnings:
+        warn(message)
+    if not args.json:
+        print("\n".join(plan.header), flush=True)
+    run = {"mlp": tasks.run_mlp, "lm": tasks.run_lm, "adding": tasks.run_adding}[plan.task]
+    with np.errstate(all="ignore"):  # a non-finite loss or gradient stops the run with its own message
+        result = run(plan, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
     else:
-        models = ("rnn", "lstm", "gru") if args.model == "all" else (args.model,)
-        if args.T < 2:
-            parser.error(f"--T: the adding problem needs T >= 2; got {args.T}")
-        result = tasks.train_adding(
-            models=models,
-            T=args.T,
-            steps=args.steps,
-            hidden=args.hidden,
-            quick=args.quick,
-            seed=args.seed,
-            log=log,
-        )
-        if not args.json:
-            print(
-                format_rows(
-                    ["model", "T", "steps", "test MSE", "baseline", "seconds"],
-                    [
-                        [
-                            r["model"],
-                            result["T"],
-                            result["steps"],
-                            f"{r['test_mse']:.4f}",
-                            f"{result['baseline_mse']:.3f}",
-                            f"{r['seconds']:.0f}",
-                        ]
-                        for r in result["results"]
-                    ],
-                )
-            )
-    _emit(result, args.json)
+        print(FORMATS[plan.task](result))
     return 0
 
 
-def _cmd_vanishing(args, parser) -> int:
+def _cmd_vanishing(args) -> int:
     from . import tasks
 
-    result = tasks.vanishing(
-        T=args.T, hidden=args.hidden, seed=args.seed, forget_bias=args.forget_bias, plot=args.plot or None
-    )
+    plan = _plan(args)
+    for message in plan.warnings:
+        warn(message)
+    with np.errstate(all="ignore"):  # norms that underflow to 0 are part of the result
+        result = tasks.run_vanishing(plan, progress=not args.no_progress)
     if args.json:
-        _emit(result, True)
+        print(json.dumps(result, indent=2))
         return 0
-    T = args.T
+    print("\n".join(plan.header))
+    print(format_vanishing(result))
+    if result["plot"]:
+        print(f"plot written to {result['plot']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def _n(x) -> str:
+    from .tasks import format_number
+
+    return format_number(x)
+
+
+def format_mlp(result) -> str:
+    rows = [
+        [
+            r["setup"],
+            str(r["sizes"]),
+            r["epochs"],
+            _n(r["final_loss"]),
+            f"{r['train_accuracy']:.4f}",
+            f"{r['test_accuracy']:.4f}",
+            f"{r['seconds']:.1f}",
+        ]
+        for r in result["results"]
+    ]
+    header = ["set-up", "sizes", "epochs", "final loss", "train accuracy", "test accuracy", "seconds"]
+    lines = [format_rows(header, rows)]
+    if result["saved"]:
+        lines.append(
+            f"saved the {result['results'][-1]['setup']!r} set-up's model and optimizer to {result['saved']}"
+        )
+    return "\n".join(lines)
+
+
+def format_lm(result) -> str:
+    rows = [[0, "-", "-", _n(result["untrained_bpc"]) + " (untrained)"]]
+    rows += [[e["epoch"], f"{e['lr']:.3g}", _n(e["train_bpc"]), _n(e["val_bpc"])] for e in result["epochs"]]
+    lines = [
+        format_rows(["epoch", "lr", "train bits/char", "held-out bits/char"], rows),
+        f"sample: {result['sample']}",
+    ]
+    if result["saved"]:
+        lines.append(f"saved the model, optimizer, schedule and vocabulary to {result['saved']}")
+    return "\n".join(lines)
+
+
+def format_adding(result) -> str:
+    rows = [
+        [
+            r["model"].upper(),
+            result["T"],
+            result["hidden"],
+            result["steps"],
+            _n(r["test_mse"]),
+            f"{result['baseline_mse']:.3f}",
+            f"{r['seconds']:.1f}",
+        ]
+        for r in result["results"]
+    ]
+    table = format_rows(["model", "T", "H", "steps", "test MSE", "the mean's MSE", "seconds"], rows)
+    steps = [p["step"] for p in result["results"][0]["curve"]]
+    curve = format_rows(
+        ["step"] + [f"{r['model'].upper()} test MSE" for r in result["results"]],
+        [[step] + [_n(r["curve"][i]["test_mse"]) for r in result["results"]] for i, step in enumerate(steps)],
+    )
+    return table + "\n\n" + curve
+
+
+def format_vanishing(result) -> str:
+    T = result["T"]
     lags = [l for l in (0, 1, 2, 5, 10, 25, 50, 100, 200, 500) if l <= T]
     header = ["T - k"] + [
         f"{name.upper().replace('+FB', '+fb')} {part}_k"
@@ -250,15 +422,10 @@ def _cmd_vanishing(args, parser) -> int:
         [lag] + [f"{values[T - lag]:.2e}" for parts in result["curves"].values() for values in parts.values()]
         for lag in lags
     ]
-    print(f"||dE_T/ds_k|| on one random sequence of length T={T}, H={args.hidden}, default initialisation:")
-    print(format_rows(header, rows))
-    if args.plot:
-        print(
-            f"plot written to {result['plot']}"
-            if result["plot"]
-            else "no plot: matplotlib is not installed (pip install 'manual-bp[plot]')"
-        )
-    return 0
+    return format_rows(header, rows)
+
+
+FORMATS = {"mlp": format_mlp, "lm": format_lm, "adding": format_adding}
 
 
 def format_rows(header, rows) -> str:
@@ -269,27 +436,47 @@ def format_rows(header, rows) -> str:
     return "\n".join(lines)
 
 
-def _silent(*args, **kwargs):
-    pass
+# ---------------------------------------------------------------------------------------------- main
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def error(message) -> None:
+    print(f"manual-bp: error: {_one_line(message)}", file=sys.stderr)
+
+
+def warn(message) -> None:
+    print(f"manual-bp: warning: {_one_line(message)}", file=sys.stderr)
 
 
 COMMANDS = {"check": _cmd_check, "train": _cmd_train, "vanishing": _cmd_vanishing}
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; returns the exit status (argparse's own errors exit 2 through SystemExit).
+
+    Bad input of any kind is one line on stderr and status 2. ``MANUAL_BP_DEBUG=1`` re-raises it with its
+    traceback instead; any other exception type is a bug and surfaces as one.
+    """
+    from .tasks import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args, parser)
-    except MissingDependency as exc:
-        print(f"manual-bp: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError, ValueError) as exc:
-        # bad data or paths named on the command line: a message, never a traceback
-        print(f"manual-bp {args.command}: error: {exc}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except TrainingDiverged as exc:
+        error(f"training diverged: {_one_line(exc)}")
+        return 1
+    except MemoryError:
+        error("out of memory (the estimate made before the run was too low); try smaller sizes")
+        return 1
+    except (MissingDependency, ValueError, TypeError, OSError) as exc:
+        if os.environ.get("MANUAL_BP_DEBUG"):
+            raise
+        error(exc)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("manual-bp: interrupted", file=sys.stderr)
         return 130
 
 

@@ -2,15 +2,20 @@
 
 - ``load_digits``: the 8x8 handwritten digits (1,797 images) that ship inside scikit-learn (optional extra
   ``manual-bp[train]``), scaled to [0, 1] and split into train/test with a seeded permutation.
-- ``load_npz``: a user's own classification data, loaded without pickle.
-- ``python_docs_text``: the Python documentation topics that ship with every CPython (``pydoc_data``).
+- ``load_npz``: a user's own classification data, loaded without pickle and validated (``npz_members``
+  checks the archive itself, ``check_input_file`` the path).
+- ``python_docs_text``: the Python documentation topics that ship with every CPython (``pydoc_data``);
+  ``read_text``: a user's UTF-8 text.
 - ``CharVocab``: characters <-> integer ids for a character-level language model.
 - ``adding_problem``: Hochreiter & Schmidhuber's (1997) long-range regression task.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -48,48 +53,227 @@ def load_digits(test_fraction=0.2, seed=0, dtype=np.float64):
     return _split(X, y, test_fraction, seed)
 
 
+#: the two layouts ``load_npz`` accepts, by array name
+NPZ_LAYOUTS = (("X_train", "y_train", "X_test", "y_test"), ("X", "y"))
+_NPZ_HELP = (
+    "save it with np.savez(path, X_train=..., y_train=..., X_test=..., y_test=...) "
+    "or np.savez(path, X=..., y=...)"
+)
+
+
+def check_input_file(path) -> str:
+    """``path`` as a str if it names a readable regular file; else an OSError naming it and what is wrong."""
+    path = os.fspath(path)
+    if not path:
+        raise FileNotFoundError("an empty file name")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: is a directory, not a file")
+    if not os.path.isfile(path):
+        raise OSError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: permission denied (the file is not readable)")
+    return path
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and b"\0" not in head  # a character cut off by the read
+    return b"\0" not in head
+
+
+def npz_members(path) -> dict:
+    """``{array name: uncompressed bytes}`` of an ``.npz``, checked to be a readable zip archive of arrays.
+
+    Raises ValueError saying what the file is instead (a text file, a single ``.npy`` array, a damaged or
+    truncated archive), never NumPy's pickle advice or a zipfile traceback.
+    """
+    path = check_input_file(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path}: a single .npy array, not an .npz archive of named arrays; {_NPZ_HELP}")
+    if not head.startswith(b"PK"):
+        what = "not a zip archive"
+        if not head:
+            what = "an empty file"
+        elif _looks_like_text(head):
+            what = "a text file"
+        raise ValueError(f"{path}: not a NumPy .npz archive ({what}); {_NPZ_HELP}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"{path}: a damaged or truncated .npz archive ({exc})") from None
+    members = {}
+    for info in infos:
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        members[name] = info.file_size
+    return members
+
+
+def _read_arrays(path, names) -> dict:
+    """The named arrays of an ``.npz``, without pickle; ValueError naming the array that cannot be read."""
+    out = {}
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: a damaged or truncated .npz archive ({exc})") from None
+    with f:
+        for name in names:
+            try:
+                out[name] = f[name]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise ValueError(
+                        f"{path}: array {name!r} holds Python objects (loading it would need pickle); "
+                        "save plain numeric arrays"
+                    ) from None
+                raise ValueError(f"{path}: array {name!r} cannot be read: {exc}") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
+                raise ValueError(f"{path}: array {name!r} is damaged or truncated ({exc})") from None
+    return out
+
+
+def _first(mask) -> tuple:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _index(idx) -> str:
+    return ", ".join(str(i) for i in idx)
+
+
+def _check_features(path, name, X) -> None:
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {name} must hold real numbers; got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{path}: {name} must be 2-D, (N samples, D features); got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{path}: {name} has no samples (shape {X.shape})")
+    if X.shape[1] == 0:
+        raise ValueError(f"{path}: {name} has no features (shape {X.shape})")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        idx = _first(~np.isfinite(X))
+        raise ValueError(f"{path}: {name} must be finite; {name}[{_index(idx)}] is {X[idx]}")
+
+
+def _check_labels(path, name, y, x_name, n) -> None:
+    if y.dtype.kind == "f" and y.size and np.isfinite(y).all() and (y == np.round(y)).all():
+        hint = " (whole numbers stored as floats: save y.astype(int))"
+    else:
+        hint = ""
+    if y.dtype.kind not in "iu":
+        raise ValueError(
+            f"{path}: {name} must hold integer class labels 0, 1, 2, ...; got dtype {y.dtype}{hint}"
+        )
+    if y.ndim != 1:
+        hint = ""
+        if y.ndim == 2 and y.shape[1] == 1:
+            hint = " (save y.reshape(-1))"
+        elif y.ndim == 2:
+            hint = " (one-hot rows? save the class indices y.argmax(axis=1))"
+        raise ValueError(f"{path}: {name} must be 1-D, one label per sample; got shape {y.shape}{hint}")
+    if len(y) != n:
+        raise ValueError(f"{path}: {x_name} has {n} samples (rows) but {name} has {len(y)} labels")
+    if y.dtype.kind == "i" and (y < 0).any():
+        i = _first(y < 0)[0]
+        raise ValueError(f"{path}: {name}[{i}] = {y[i]}: labels must be class indices 0, 1, 2, ...")
+    if int(y.max()) > np.iinfo(np.int32).max:
+        i = int(y.argmax())
+        raise ValueError(
+            f"{path}: {name}[{i}] = {y[i]}: labels must be class indices 0, 1, 2, ... below 2**31"
+        )
+
+
 def load_npz(path, test_fraction=0.2, seed=0, dtype=np.float64):
-    """A user's classification data from an ``.npz`` (never unpickled).
+    """A user's classification data from an ``.npz`` (never unpickled), validated before it is returned.
 
     Either ``X_train, y_train, X_test, y_test`` or ``X, y`` (split here with a seeded permutation);
-    X : (N, D) floats, y : (N,) integer labels.
+    X : (N, D) finite real numbers, y : (N,) integer class labels 0, 1, 2, ... Other arrays in the file are
+    ignored. Raises OSError (missing, unreadable, a directory) or ValueError (what is wrong and where: the
+    array, the index, expected and got) before returning anything.
     """
+    members = npz_members(path)
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"cannot read {path} as a NumPy .npz without pickle: {exc}") from None
-    if {"X_train", "y_train", "X_test", "y_test"} <= set(arrays):
-        parts = [arrays[k] for k in ("X_train", "y_train", "X_test", "y_test")]
-    elif {"X", "y"} <= set(arrays):
-        parts = _split(arrays["X"], arrays["y"], test_fraction, seed)
-    else:
+    split_keys, whole_keys = NPZ_LAYOUTS
+    has_split = [k for k in split_keys if k in members]
+    has_whole = [k for k in whole_keys if k in members]
+    if "meta" in members and any(k.startswith("params/") for k in members):
+        raise ValueError(f"{path}: a manual-bp checkpoint, not a data set; {_NPZ_HELP}")
+    if len(has_split) == len(split_keys) and has_whole:
         raise ValueError(
-            f"{path} must hold arrays X_train, y_train, X_test, y_test (or X, y); got {sorted(arrays)}"
+            f"{path}: holds both X_train, y_train, X_test, y_test and {', '.join(has_whole)}; keep one layout"
         )
-    X_train, y_train, X_test, y_test = parts
-    for name, X, y in (("train", X_train, y_train), ("test", X_test, y_test)):
-        if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(X) == 0:
+    if len(has_split) == len(split_keys):
+        keys = split_keys
+    elif len(has_whole) == len(whole_keys) and not has_split:
+        keys = whole_keys
+    else:
+        got = ", ".join(sorted(members)) or "no arrays"
+        if has_split:
+            missing = [k for k in split_keys if k not in members]
+            raise ValueError(f"{path}: has {', '.join(has_split)} but not {', '.join(missing)}; got {got}")
+        raise ValueError(f"{path}: must hold arrays X_train, y_train, X_test, y_test (or X, y); got {got}")
+    arrays = _read_arrays(path, keys)
+    if keys == whole_keys:
+        X, y = arrays["X"], arrays["y"]
+        _check_features(path, "X", X)
+        _check_labels(path, "y", y, "X", len(X))
+        if len(X) < 2:
             raise ValueError(
-                f"{path}: {name} X must be (N, D) and y (N,) with N >= 1; got {X.shape} and {y.shape}"
+                f"{path}: X and y hold 1 sample; at least 2 are needed to split them into training and test "
+                "sets (or save X_train, y_train, X_test, y_test)"
             )
-        if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{path}: y_{name} must hold integer labels; got dtype {y.dtype}")
-        if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
-            raise ValueError(f"{path}: X_{name} must be finite numbers")
+        parts = _split(X, y, test_fraction, seed)
+    else:
+        for s in ("train", "test"):
+            _check_features(path, f"X_{s}", arrays[f"X_{s}"])
+            _check_labels(path, f"y_{s}", arrays[f"y_{s}"], f"X_{s}", len(arrays[f"X_{s}"]))
+        parts = [arrays[k] for k in keys]
+    X_train, y_train, X_test, y_test = parts
     if X_train.shape[1] != X_test.shape[1]:
-        raise ValueError(f"{path}: train and test have {X_train.shape[1]} and {X_test.shape[1]} features")
+        raise ValueError(f"{path}: X_train has {X_train.shape[1]} features but X_test has {X_test.shape[1]}")
     return X_train.astype(dtype), y_train.astype(np.intp), X_test.astype(dtype), y_test.astype(np.intp)
 
 
 def python_docs_text() -> str:
-    """The Python documentation topics that ship with CPython (``pydoc_data.topics``), ~465k characters."""
-    from pydoc_data.topics import topics
+    """The Python documentation topics that ship with CPython (``pydoc_data.topics``), ~465k characters.
 
+    Raises :class:`MissingDependency` where this Python was installed without them.
+    """
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise MissingDependency(
+            "this Python has no pydoc_data (the documentation topics the default text comes from); "
+            "pass --text FILE"
+        ) from None
     return "".join(topics[k] for k in sorted(topics))
+
+
+def read_text(path, max_chars=None) -> str:
+    """The first ``max_chars`` characters (all if None) of a UTF-8 text file.
+
+    Reads at most ``4 * max_chars`` bytes (a character is at most 4 bytes). A file that is not UTF-8 raises
+    ValueError naming the file and the byte offset of the first bad byte.
+    """
+    path = check_input_file(path)
+    whole = max_chars is None or 4 * max_chars >= os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read() if whole else f.read(4 * max_chars)
+        final = whole or not f.read(1)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        text = decoder.decode(raw, final=final)
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1]
+        raise ValueError(
+            f"{path}: not UTF-8 text: byte 0x{bad.hex()} at offset {exc.start} ({exc.reason})"
+        ) from None
+    return text if max_chars is None else text[:max_chars]
 
 
 class CharVocab:

@@ -55,7 +55,7 @@ def test_check_fails_loudly_on_a_wrong_gradient(monkeypatch, capsys):
 def test_check_without_torch_runs_finite_differences(monkeypatch, capsys):
     import manual_bp.check as check
 
-    monkeypatch.setattr(check, "_load_reference", lambda: (None, "No module named 'torch'"))
+    monkeypatch.setattr(check.harness, "oracle", lambda: (None, "No module named 'torch'"))
     assert run_check(n=2, seed=0, families=["logreg"]) == 0
     out = capsys.readouterr().out
     assert "torch is not installed" in out and "pip install" in out and "n/a" in out
