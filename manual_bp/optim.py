@@ -5,43 +5,52 @@ the same keys (extra keys such as ``"X"``, ``"h0"`` or ``"c0"`` are ignored). No
 array, g its gradient (the batch mean, as ``loss_and_grad`` returns it), t = 1, 2, ... the step count,
 eta the learning rate, lambda the weight decay.
 
-Gradient clipping (optional; first, on a copy of the parameter gradients, before weight decay):
+Gradient clipping (optional; first, before weight decay; the caller's gradients are never changed):
 
-    (C1)  ||g|| = || (||g_1||_p, ..., ||g_n||_p) ||_p       norm of the per-array norms (max |g| for p = inf)
-    (C2)  g_k <- g_k * min(1, max_norm / (||g|| + 1e-6))     torch.nn.utils.clip_grad_norm_
-    (C3)  g_k <- min(max(g_k, -clip_value), clip_value)       torch.nn.utils.clip_grad_value_
+    (CLIP1)  ||g|| = || (||g_1||_p, ..., ||g_n||_p) ||_p     norm of the per-array norms (max |g| for p = inf)
+    (CLIP2)  g_k <- g_k * min(1, max_norm / (||g|| + 1e-6))   torch.nn.utils.clip_grad_norm_
+    (CLIP3)  g_k <- min(max(g_k, -clip_value), clip_value)     torch.nn.utils.clip_grad_value_
 
 SGD (``torch.optim.SGD``; mu momentum, tau dampening):
 
-    (S1)  g <- g + lambda theta                               L2 weight decay
-    (S2)  b_1 = g;   b_t = mu b_{t-1} + (1 - tau) g           momentum buffer (only when mu > 0)
-    (S3)  d = g + mu b_t   (Nesterov)   or   d = b_t          (d = g when mu = 0: the seed's plain SGD)
-    (S4)  theta <- theta - eta d
+    (SGD1)  g <- g + lambda theta                              L2 weight decay
+    (SGD2)  b_1 = g;   b_t = mu b_{t-1} + (1 - tau) g          momentum buffer (only when mu > 0)
+    (SGD3)  d = g + mu b_t   (Nesterov)   or   d = b_t         (d = g when mu = 0: the seed's plain SGD)
+    (SGD4)  theta <- theta - eta d
 
 Adam (``torch.optim.Adam``; Kingma & Ba 2015, Algorithm 1) and AdamW (``torch.optim.AdamW``):
 
-    (A1)  g <- g + lambda theta                               Adam: L2 weight decay, part of the gradient
-    (A1w) theta <- theta (1 - eta lambda)                     AdamW: decoupled decay (Loshchilov & Hutter)
-    (A2)  m_t = beta1 m_{t-1} + (1 - beta1) g                 m_0 = 0
-    (A3)  v_t = beta2 v_{t-1} + (1 - beta2) g^2               v_0 = 0
-    (A4)  vmax_t = max(vmax_{t-1}, v_t)                       AMSGrad only; it replaces v_t in (A5)
-    (A5)  theta <- theta - eta / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
+    (ADAM1)   g <- g + lambda theta                            Adam: L2 weight decay, part of the gradient
+    (ADAM1w)  theta <- theta (1 - eta lambda)                  AdamW: decoupled decay (Loshchilov & Hutter)
+    (ADAM2)   m_t = beta1 m_{t-1} + (1 - beta1) g              m_0 = 0
+    (ADAM3)   v_t = beta2 v_{t-1} + (1 - beta2) g^2            v_0 = 0
+    (ADAM4)   vmax_t = max(vmax_{t-1}, v_t)                    AMSGrad only; it replaces v_t in (ADAM5)
+    (ADAM5)   theta <- theta - eta / (1 - beta1^t) * m_t / (sqrt(v_t) / sqrt(1 - beta2^t) + eps)
 
 Learning-rate schedules (``step()`` once per epoch, after that epoch's updates, as in torch; e counts the
 calls so far):
 
-    (L1)  StepLR:         eta_e = eta_0 gamma^floor(e / step_size)
-    (L2)  ExponentialLR:  eta_e = eta_0 gamma^e
+    (LR1)  StepLR:         eta_e = eta_0 gamma^floor(e / step_size)
+    (LR2)  ExponentialLR:  eta_e = eta_0 gamma^e
 
 Where clipping lives: an optimizer option (``SGD(..., clip_norm=1.0)``, ``clip_value=...``), applied inside
-``step`` to a copy of the gradients, so ``loss_and_grad`` always returns the exact gradient and a checkpoint
-of the optimizer records the clipping with the other hyper-parameters. ``clip_grad_norm`` and
+``step`` to the optimizer's own scratch copy of a gradient (and only when it clips: a gradient norm under
+``clip_norm`` is used as it is), so ``loss_and_grad`` always returns the exact gradient and a checkpoint of
+the optimizer records the clipping with the other hyper-parameters. ``clip_grad_norm`` and
 ``clip_grad_value`` are also public functions with torch's in-place semantics, for loops of your own.
 
 State is explicit: ``opt.step_count`` (t) and ``opt.state`` (``{buffer name: {param name: array}}``, torch's
 buffer names). ``state_dict()`` holds only NumPy arrays and plain Python scalars, so it fits in an ``.npz``
 (``manual_bp.checkpoint``). Parameters keep their dtype: float32 parameters get float32 buffers and updates.
-A step that fails validation (missing key, wrong shape, non-finite gradient) changes nothing.
+
+How a step runs (the cost of the arithmetic, nothing more): first every check (keys, shapes, dtypes, finite
+gradients, the buffers' shapes and dtypes, the scalar coefficients), then the update, in place with ``out=``
+arithmetic: the parameter arrays, the buffers in ``opt.state`` and the optimizer's scratch arrays (one or two
+per parameter, private) are allocated once and written every step, never replaced. So a step that raises
+has changed nothing (no parameter, buffer or ``step_count``). The update after the checks cannot raise: it
+runs under ``np.errstate(all="ignore")``, so an overflow there writes inf as torch would, and the next step's
+finiteness check reports it. A gradient that shares memory with a parameter or buffer (or has another dtype)
+is first copied into the scratch, so the in-place order cannot read a value it has already overwritten.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ import numpy as np
 
 from ._validation import check_int
 
-#: torch.nn.utils.clip_grad_norm_ adds this to the total norm before dividing (C2)
+#: torch.nn.utils.clip_grad_norm_ adds this to the total norm before dividing (CLIP2)
 CLIP_EPS = 1e-6
 
 
@@ -134,20 +143,30 @@ def _first_nonfinite(grads, keys):
 
 # ---------------------------------------------------------------------------------------------- clipping
 def grad_norm(grads, norm_type=2.0, keys=None) -> float:
-    """The total gradient norm (C1) over ``grads[k]`` for ``k`` in ``keys`` (default: every key)."""
+    """The total gradient norm (CLIP1) over ``grads[k]`` for ``k`` in ``keys`` (default: every key)."""
     keys = _check_grad_arrays(grads, keys)
-    p = _check_norm_type(norm_type)
-    norms = np.array([np.linalg.norm(grads[k].ravel(), ord=p) if grads[k].size else 0.0 for k in keys])
+    return _total_norm([grads[k] for k in keys], _check_norm_type(norm_type))
+
+
+def _total_norm(arrays, p, sq=None) -> float:
+    """(CLIP1) over ``arrays``; ``sq[i]``, where given, is ``arrays[i].ravel() @ arrays[i].ravel()``, which
+    is what ``np.linalg.norm(a.ravel(), 2)`` takes the square root of (so reusing it changes no bit)."""
+    if sq is not None and p == 2.0:
+        norms = [np.sqrt(s) if a.size else 0.0 for a, s in zip(arrays, sq)]
+    else:
+        norms = [np.linalg.norm(a.ravel(), ord=p) if a.size else 0.0 for a in arrays]
+    norms = np.array(norms)
     if norms.size == 0:
         return 0.0
-    return float(np.linalg.norm(norms, ord=p))  # (C1)
+    return float(np.linalg.norm(norms, ord=p))  # (CLIP1)
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0, keys=None) -> float:
     """Scale ``grads`` in place so that their total norm is at most ``max_norm``; return the norm before.
 
-    ``torch.nn.utils.clip_grad_norm_`` semantics: one norm over all the arrays (C1), scaled by
-    ``min(1, max_norm / (total_norm + 1e-6))`` (C2). ``keys`` limits the arrays (default: all of ``grads``).
+    ``torch.nn.utils.clip_grad_norm_`` semantics: one norm over all the arrays (CLIP1), scaled by
+    ``min(1, max_norm / (total_norm + 1e-6))`` (CLIP2). ``keys`` limits the arrays (default: all of
+    ``grads``).
     Unlike torch's default, a non-finite gradient raises ``ValueError`` and leaves ``grads`` unchanged.
     """
     keys = _check_grad_arrays(grads, keys)
@@ -155,28 +174,31 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, keys=None) -> float:
     bad = _first_nonfinite(grads, keys)
     if bad is not None:
         raise ValueError(f"cannot clip a non-finite gradient: grads[{bad[0]!r}][{bad[1]}] = {bad[2]}")
-    total_norm = grad_norm(grads, norm_type, keys)  # (C1)
-    coef = min(max_norm / (total_norm + CLIP_EPS), 1.0)  # (C2)
+    total_norm = grad_norm(grads, norm_type, keys)  # (CLIP1)
+    coef = min(max_norm / (total_norm + CLIP_EPS), 1.0)  # (CLIP2)
     for k in keys:
-        grads[k] *= coef  # (C2)
+        grads[k] *= coef  # (CLIP2)
     return total_norm
 
 
 def clip_grad_value(grads, clip_value, keys=None) -> None:
-    """Clamp every gradient entry to ``[-clip_value, clip_value]`` in place (C3), as ``clip_grad_value_``."""
+    """Clamp every gradient entry to ``[-clip_value, clip_value]`` in place (CLIP3) (``clip_grad_value_``)."""
     keys = _check_grad_arrays(grads, keys)
     clip_value = _check_real("clip_value", clip_value, minimum=0.0, open_min=True)
     for k in keys:
-        np.clip(grads[k], -clip_value, clip_value, out=grads[k])  # (C3)
+        np.clip(grads[k], -clip_value, clip_value, out=grads[k])  # (CLIP3)
 
 
 # ---------------------------------------------------------------------------------------------- optimizers
 class Optimizer:
-    """Base class: validation, clipping, the step counter, state_dict/load_state_dict.
+    """Base class: validation, clipping, the step counter, scratch arrays, state_dict/load_state_dict.
 
-    Subclasses set ``buffer_names`` and implement ``_update(g, t) -> (new_params, new_state)``, a pure
-    function of the current params, ``self.state`` and the gradients ``g`` (already clipped), so that a step
-    is computed in full before anything is written.
+    A step has two phases. ``_prepare(t)`` (subclasses) checks and, where missing, allocates the buffers and
+    returns a plan (scalar coefficients and arrays); it writes nothing the caller can see. ``_update(plan, k,
+    theta, g, work, spare)`` (subclasses) then updates one parameter ``theta`` and its buffers in place from
+    its gradient ``g`` (the caller's array, read only, or ``spare`` when clipping or a copy put it there),
+    with ``work`` and ``spare`` (None unless clipping, a copy or ``_needs_spare()`` asked for it) as scratch
+    arrays of theta's shape and dtype; it must not raise.
     """
 
     buffer_names: tuple = ()
@@ -193,6 +215,9 @@ class Optimizer:
         self.norm_type = _check_norm_type(norm_type)
         self.step_count = 0  # t: the number of steps taken
         self.state = {name: {} for name in self.buffer_names}
+        # private scratch, one array per parameter, allocated at first need and reused by every step:
+        self._work = {}  # the update's arithmetic
+        self._spare = {}  # a gradient copied (other dtype, shared memory) or clipped; a second scratch
 
     @property
     def lr(self) -> float:
@@ -205,20 +230,49 @@ class Optimizer:
 
     # -------------------------------------------------------------- the public step
     def step(self, grads) -> None:
-        """One update of every parameter from ``grads`` (a dict with at least the keys of ``params``)."""
-        g = self._check_grads(grads)  # copies, in each parameter's dtype
+        """One update of every parameter from ``grads`` (a dict with at least the keys of ``params``).
+
+        Everything is checked before the first write; a step that raises has changed nothing.
+        """
+        items, sq = self._check_grads(grads)  # [(k, theta, g, work, spare)]: checked, scratch allocated
+        coef = None
         if self.clip_norm is not None:
-            clip_grad_norm(g, self.clip_norm, self.norm_type)  # (C1, C2)
-        if self.clip_value is not None:
-            clip_grad_value(g, self.clip_value)  # (C3)
+            total_norm = _total_norm([item[2] for item in items], self.norm_type, sq)  # (CLIP1)
+            coef = min(self.clip_norm / (total_norm + CLIP_EPS), 1.0)  # (CLIP2)
+            if coef == 1.0:  # under the threshold: g * 1 = g, so no copy
+                coef = None
+        clip_value = self.clip_value
         t = self.step_count + 1
-        new_params, new_state = self._update(g, t)
-        for k, value in new_params.items():  # commit: nothing above wrote to params or state
-            self.params[k][...] = value
-        self.state = new_state
+        plan = self._prepare(t)
+        update = self._update
+        # ---- commit: nothing above wrote to params, buffers or step_count; nothing below can raise
+        with np.errstate(all="ignore"):
+            for k, theta, g, work, spare in items:
+                if coef is not None:
+                    g = np.multiply(g, coef, out=spare)  # (CLIP2) into the scratch: the caller's g stays
+                if clip_value is not None:
+                    g = np.clip(g, -clip_value, clip_value, out=spare)  # (CLIP3)
+                update(plan, k, theta, g, work, spare)
+        self._commit(plan)
         self.step_count = t
 
-    def _check_grads(self, grads) -> dict:
+    def _scratch(self, pool, k) -> np.ndarray:
+        """``pool[k]``, (re)allocated if missing or not of ``params[k]``'s shape and dtype."""
+        p, a = self.params[k], pool.get(k)
+        if a is None or a.shape != p.shape or a.dtype != p.dtype:
+            a = pool[k] = np.empty_like(p, order="C")
+        return a
+
+    def _check_grads(self, grads) -> tuple:
+        """``(items, sq)``, one ``(k, theta, g, work, spare)`` per parameter and ``sq = [g.ravel() @
+        g.ravel()]``: every check of a step's gradients, and its scratch allocated.
+
+        ``g`` is checked (shape, dtype, finite) and in theta's dtype: the caller's own array where it may be
+        read as it is (it is never written), else a copy in ``spare``. ``work`` and ``spare`` (None unless
+        clipping, a copy or ``_needs_spare()`` asks for it) are the optimizer's scratch of theta's shape and
+        dtype. ``sq`` is the finiteness check and (CLIP1)'s 2-norm in one pass: it is finite unless g has a
+        nan or an inf (or its squares overflow: then the exact check decides).
+        """
         if not isinstance(grads, dict):
             raise TypeError(f"grads must be a dict of arrays keyed like params; got {type(grads).__name__}")
         missing = [k for k in self.params if k not in grads]
@@ -226,28 +280,75 @@ class Optimizer:
             raise ValueError(
                 f"grads must have a key for every parameter {sorted(self.params)}; missing {missing}"
             )
-        out = {}
+        needs_spare = self.clip_norm is not None or self.clip_value is not None or self._needs_spare()
+        # The update writes params and buffers in place, one parameter after another, and may read g after
+        # writing them: a gradient that shares memory with any of them is read from a copy.
+        written = list(self.params.values())
+        written += [a for bufs in self.state.values() for a in bufs.values() if isinstance(a, np.ndarray)]
+        roots = {id(a) if a.base is None else id(a.base) for a in written if isinstance(a, np.ndarray)}
+        items, sq = [], []
         for k, p in self.params.items():
             if not isinstance(p, np.ndarray) or not p.flags.writeable:
                 raise ValueError(f"params[{k!r}] is no longer a writable array; got {type(p).__name__}")
-            g = np.asarray(grads[k])
-            if g.dtype.kind not in "fiu" or g.dtype == np.bool_:
+            g = grads[k]
+            if type(g) is not np.ndarray:
+                g = np.asarray(g)
+            if g.dtype.kind not in "fiu":
                 raise TypeError(f"grads[{k!r}] must be a real numeric array; got dtype {g.dtype}")
             if g.shape != p.shape:
                 raise ValueError(
                     f"grads[{k!r}] must have the shape of params[{k!r}], {p.shape}; got {g.shape}"
                 )
-            g = g.astype(p.dtype, copy=True)
-            if not np.isfinite(g).all():
+            work = self._scratch(self._work, k)
+            shared = (id(g) if g.base is None else id(g.base)) in roots and any(
+                np.may_share_memory(g, a) for a in written
+            )
+            copy = shared or g.dtype != p.dtype
+            spare = self._scratch(self._spare, k) if needs_spare or copy else None
+            given = g
+            # the check's inf or nan (and a cast's overflow) are answers here, not warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                if copy:
+                    np.copyto(spare, g, casting="unsafe")  # as g.astype(p.dtype)
+                    g = spare
+                r = g.ravel()
+                s = r.dot(r)
+            if not math.isfinite(s) and not np.isfinite(g).all():
                 i = tuple(int(j) for j in np.argwhere(~np.isfinite(g))[0])
-                raise ValueError(
-                    f"grads[{k!r}] must be finite; got {g[i]} at index {i} (no parameter was changed)"
-                )
-            out[k] = g
-        return out
+                got = f"{g[i]} at index {i}"
+                if np.isfinite(given[i]):
+                    got = f"{given[i]} at index {i}, which overflows {p.dtype}, the dtype of params[{k!r}]"
+                raise ValueError(f"grads[{k!r}] must be finite; got {got} (no parameter was changed)")
+            items.append((k, p, g, work, spare))
+            sq.append(s)
+        return items, sq
 
-    def _update(self, g, t):  # pragma: no cover - abstract
+    def _buffer(self, name, k) -> np.ndarray | None:
+        """``self.state[name][k]`` checked against ``params[k]`` (None if there is none)."""
+        a = self.state.get(name, {}).get(k)
+        if a is None:
+            return None
+        p = self.params[k]
+        if not isinstance(a, np.ndarray) or a.shape != p.shape or a.dtype != p.dtype or not a.flags.writeable:
+            what = f"shape {a.shape}, dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ValueError(
+                f"state[{name!r}][{k!r}] must be a writable array of shape {p.shape} and dtype {p.dtype} "
+                f"like params[{k!r}]; got {what} (no parameter was changed)"
+            )
+        return a
+
+    def _needs_spare(self) -> bool:
+        """Whether ``_update`` needs the second scratch array even without clipping or a copy."""
+        return False
+
+    def _prepare(self, t) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _update(self, plan, k, theta, g, work, spare) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _commit(self, plan) -> None:
+        """After every parameter is updated: record buffers that the step created (default: none)."""
 
     # -------------------------------------------------------------- hyper-parameters and state
     def config(self) -> dict:
@@ -337,7 +438,7 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and weight decay.
 
-    ``torch.optim.SGD`` semantics (S1-S4); with the defaults it is the seed's rule ``theta -= eta g``.
+    ``torch.optim.SGD`` semantics (SGD1-SGD4); with the defaults it is the seed's rule ``theta -= eta g``.
     ``nesterov`` needs ``momentum > 0`` and ``dampening == 0`` (as torch).
     """
 
@@ -365,7 +466,7 @@ class SGD(Optimizer):
                 f"dampening={self.dampening}"
             )
         super().__init__(params, lr, clip_norm, clip_value, norm_type)
-        self.state = {}  # the momentum buffer appears at the first step (S2), as in torch
+        self.state = {}  # the momentum buffer appears at the first step (SGD2), as in torch
 
     def config(self) -> dict:
         return {
@@ -378,32 +479,70 @@ class SGD(Optimizer):
         }
 
     def _expected_buffers(self, config, step_count) -> tuple:
-        # torch creates the buffer at the first step (S2), and only with momentum
+        # torch creates the buffer at the first step (SGD2), and only with momentum
         return ("momentum_buffer",) if self.momentum != 0 and step_count > 0 else ()
 
-    def _update(self, g, t):
-        eta, mu, tau, lam = self.lr, self.momentum, self.dampening, self.weight_decay
-        new_params, buffers = {}, {}
-        for k, theta in self.params.items():
-            d = g[k]
-            if lam != 0:
-                d = d + lam * theta  # (S1)
-            if mu != 0:
-                prev = self.state.get("momentum_buffer", {}).get(k)
-                if prev is None:
-                    b = d.copy()  # (S2) b_1 = g: the first step with momentum
-                else:
-                    b = mu * prev + (1 - tau) * d  # (S2)
-                buffers[k] = b
-                d = d + mu * b if self.nesterov else b  # (S3)
-            new_params[k] = theta - eta * d  # (S4)
-        return new_params, ({"momentum_buffer": buffers} if mu != 0 else {})
+    def _needs_spare(self) -> bool:
+        # d lives in work after weight decay (SGD1), and the momentum update then needs a second scratch
+        return self.momentum != 0 and self.weight_decay != 0
+
+    def _prepare(self, t) -> dict:
+        plan = {
+            "eta": float(self.lr),
+            "mu": float(self.momentum),
+            "one_minus_tau": 1.0 - float(self.dampening),
+            "lam": float(self.weight_decay),
+            "nesterov": bool(self.nesterov),
+            "buffers": {},
+            "fresh": set(),
+        }
+        if plan["mu"] != 0:
+            for k, p in self.params.items():
+                b = self._buffer("momentum_buffer", k)
+                if b is None:  # the first step with momentum: b_1 = g (SGD2)
+                    b = np.empty_like(p, order="C")
+                    plan["fresh"].add(k)
+                plan["buffers"][k] = b
+        return plan
+
+    def _update(self, plan, k, theta, g, work, spare) -> None:
+        mu, lam = plan["mu"], plan["lam"]
+        d = g
+        if lam != 0:
+            d = np.add(np.multiply(theta, lam, out=work), d, out=work)  # (SGD1) g + lambda theta
+        if mu != 0:
+            b = plan["buffers"][k]
+            T = spare if d is work else work  # a scratch array that is not d
+            if k in plan["fresh"]:
+                np.copyto(b, d)  # (SGD2) b_1 = g
+            else:
+                b *= mu
+                b += (
+                    d if plan["one_minus_tau"] == 1.0 else np.multiply(d, plan["one_minus_tau"], out=T)
+                )  # (SGD2)
+            if plan["nesterov"]:
+                d = np.add(np.multiply(b, mu, out=T), d, out=T)  # (SGD3) g + mu b
+            else:
+                d = b  # (SGD3)
+        if d is work or d is spare:
+            d *= plan["eta"]
+        else:  # the caller's gradient or the momentum buffer: read only
+            d = np.multiply(d, plan["eta"], out=work)
+        theta -= d  # (SGD4)
+
+    def _commit(self, plan) -> None:
+        if plan["mu"] == 0:
+            self.state = {}
+        elif "momentum_buffer" not in self.state:
+            self.state["momentum_buffer"] = plan["buffers"]
+        else:
+            self.state["momentum_buffer"].update((k, plan["buffers"][k]) for k in plan["fresh"])
 
 
 class Adam(Optimizer):
-    """Adam with bias correction, torch's L2 ``weight_decay`` (A1) and optional AMSGrad (A4).
+    """Adam with bias correction, torch's L2 ``weight_decay`` (ADAM1) and optional AMSGrad (ADAM4).
 
-    ``torch.optim.Adam`` semantics (A1-A5). For decoupled weight decay use ``AdamW``.
+    ``torch.optim.Adam`` semantics (ADAM1-ADAM5). For decoupled weight decay use ``AdamW``.
     """
 
     buffer_names = ("exp_avg", "exp_avg_sq")
@@ -450,34 +589,65 @@ class Adam(Optimizer):
     def _expected_buffers(self, config, step_count) -> tuple:
         return self.buffer_names + (("max_exp_avg_sq",) if self.amsgrad else ())
 
-    def _update(self, g, t):
-        eta, lam, eps = self.lr, self.weight_decay, self.eps
-        beta1, beta2 = self.betas
-        bias_correction1 = 1 - beta1**t
-        bias_correction2_sqrt = math.sqrt(1 - beta2**t)
-        step_size = eta / bias_correction1
-        new_params = {}
-        state = {b: {} for b in self.state}
-        for k, theta in self.params.items():
-            gk = g[k]
-            if lam != 0:
-                if self.decoupled:
-                    theta = theta * (1 - eta * lam)  # (A1w)
-                else:
-                    gk = gk + lam * theta  # (A1)
-            m = beta1 * self.state["exp_avg"][k] + (1 - beta1) * gk  # (A2)
-            v = beta2 * self.state["exp_avg_sq"][k] + (1 - beta2) * (gk * gk)  # (A3)
-            state["exp_avg"][k], state["exp_avg_sq"][k] = m, v
-            if self.amsgrad:
-                v = np.maximum(self.state["max_exp_avg_sq"][k], v)  # (A4)
-                state["max_exp_avg_sq"][k] = v
-            denom = np.sqrt(v) / bias_correction2_sqrt + eps  # (A5)
-            new_params[k] = theta - step_size * (m / denom)  # (A5)
-        return new_params, state
+    def _needs_spare(self) -> bool:
+        # (ADAM1) puts g + lambda theta in work, and the moments then need a second scratch
+        return self.weight_decay != 0 and not self.decoupled
+
+    def _prepare(self, t) -> dict:
+        beta1, beta2 = (float(b) for b in self.betas)
+        eta, lam = float(self.lr), float(self.weight_decay)
+        plan = {
+            "lam": lam,
+            "decay": 1.0 - eta * lam,  # (ADAM1w)
+            "decoupled": bool(self.decoupled),
+            "beta1": beta1,
+            "one_minus_beta1": 1.0 - beta1,
+            "beta2": beta2,
+            "one_minus_beta2": 1.0 - beta2,
+            "bias_correction2_sqrt": math.sqrt(1.0 - beta2**t),
+            "eps": float(self.eps),
+            "step_size": eta / (1.0 - beta1**t),
+            "amsgrad": bool(self.amsgrad),
+        }
+        names = self.buffer_names + (("max_exp_avg_sq",) if plan["amsgrad"] else ())
+        for name in names:
+            plan[name] = {}
+            for k in self.params:
+                a = self._buffer(name, k)
+                if a is None:
+                    raise ValueError(
+                        f"state[{name!r}] has no array for params[{k!r}] (an {type(self).__name__} with "
+                        f"amsgrad={plan['amsgrad']} keeps {list(names)}); no parameter was changed"
+                    )
+                plan[name][k] = a
+        return plan
+
+    def _update(self, plan, k, theta, g, work, spare) -> None:
+        m, v = plan["exp_avg"][k], plan["exp_avg_sq"][k]
+        lam = plan["lam"]
+        if lam != 0 and not plan["decoupled"]:
+            g = np.add(np.multiply(theta, lam, out=work), g, out=work)  # (ADAM1) g + lambda theta
+        T = spare if g is work else work  # a scratch array that is not g
+        m *= plan["beta1"]
+        m += np.multiply(g, plan["one_minus_beta1"], out=T)  # (ADAM2)
+        np.multiply(g, g, out=T)
+        T *= plan["one_minus_beta2"]
+        v *= plan["beta2"]
+        v += T  # (ADAM3)
+        if plan["amsgrad"]:
+            v = np.maximum(plan["max_exp_avg_sq"][k], v, out=plan["max_exp_avg_sq"][k])  # (ADAM4)
+        denom = np.sqrt(v, out=T)
+        denom /= plan["bias_correction2_sqrt"]
+        denom += plan["eps"]  # (ADAM5) sqrt(v_t) / sqrt(1 - beta2^t) + eps
+        update = np.divide(m, denom, out=T)
+        update *= plan["step_size"]  # (ADAM5) eta / (1 - beta1^t) * m_t / denom
+        if lam != 0 and plan["decoupled"]:
+            theta *= plan["decay"]  # (ADAM1w), after the last read of g (which may be theta's own copy)
+        theta -= update  # (ADAM5)
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (A1w), ``torch.optim.AdamW`` semantics (default decay 1e-2)."""
+    """Adam with decoupled weight decay (ADAM1w), ``torch.optim.AdamW`` semantics (default decay 1e-2)."""
 
     decoupled = True
 
@@ -553,7 +723,7 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (L1), as torch's ``StepLR``."""
+    """Multiply the learning rate by ``gamma`` every ``step_size`` epochs (LR1), as torch's ``StepLR``."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         self.step_size = check_int("step_size", step_size, minimum=1)
@@ -561,21 +731,21 @@ class StepLR(LRScheduler):
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
-        return self.base_lr * self.gamma ** (self.last_epoch // self.step_size)  # (L1)
+        return self.base_lr * self.gamma ** (self.last_epoch // self.step_size)  # (LR1)
 
     def config(self) -> dict:
         return {"step_size": self.step_size, "gamma": self.gamma}
 
 
 class ExponentialLR(LRScheduler):
-    """Multiply the learning rate by ``gamma`` every epoch (L2), as torch's ``ExponentialLR``."""
+    """Multiply the learning rate by ``gamma`` every epoch (LR2), as torch's ``ExponentialLR``."""
 
     def __init__(self, optimizer, gamma):
         self.gamma = _check_real("gamma", gamma, minimum=0.0, open_min=True)
         super().__init__(optimizer)
 
     def get_lr(self) -> float:
-        return self.base_lr * self.gamma**self.last_epoch  # (L2)
+        return self.base_lr * self.gamma**self.last_epoch  # (LR2)
 
     def config(self) -> dict:
         return {"gamma": self.gamma}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -466,3 +467,220 @@ def test_bad_gradients_change_nothing():
     assert all(
         np.array_equal(s1["state"]["momentum_buffer"][k], s0["state"]["momentum_buffer"][k]) for k in params
     )
+
+
+# ---------------------------------------------------------------------------------------------- in place
+# The step updates params and buffers in place (issue 10). These tests pin down what that must keep: a step
+# that raises changes nothing, the caller's gradients are never written, buffers and params stay the same
+# array objects, gradients that share memory with them are read before they are overwritten.
+CONFIGS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2)),
+    ("Adam", dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
+    ("AdamW", dict(lr=1e-2)),
+]
+CLIPS = [{}, dict(clip_norm=0.05), dict(clip_value=0.1), dict(clip_norm=1e9, clip_value=0.1)]
+CONFIG_IDS = [f"{kind}-{'-'.join(f'{k}={v}' for k, v in hyper.items())}" for kind, hyper in CONFIGS]
+
+
+def snapshot(params, opt):
+    return {k: v.copy() for k, v in params.items()}, opt.state_dict()
+
+
+def assert_unchanged(params, opt, before, what):
+    p0, s0 = before
+    for k in params:
+        if not np.array_equal(params[k], p0[k]):
+            raise AssertionError(f"{what}: params[{k!r}] changed")
+    s1 = opt.state_dict()
+    if s1["step_count"] != s0["step_count"] or s1["config"] != s0["config"]:
+        raise AssertionError(f"{what}: step_count or config changed")
+    if set(s1["state"]) != set(s0["state"]):
+        raise AssertionError(f"{what}: buffers {sorted(s0['state'])} became {sorted(s1['state'])}")
+    for b, bufs in s0["state"].items():
+        for k, arr in bufs.items():
+            if not np.array_equal(s1["state"][b][k], arr):
+                raise AssertionError(f"{what}: buffer {b}[{k!r}] changed")
+
+
+def bad_grads(good):
+    """(what, grads, exception, message) for steps that must fail; the fault sits in the last key where it
+    can, so that every key before it has passed its checks."""
+    last = list(SHAPES)[-1]
+    return [
+        ("missing key", {k: v for k, v in good.items() if k != last}, ValueError, "missing"),
+        ("wrong shape", dict(good, **{last: np.zeros((5,))}), ValueError, "must have the shape"),
+        ("complex dtype", dict(good, **{last: good[last].astype(complex)}), TypeError, "real numeric"),
+        ("bool dtype", dict(good, **{last: np.ones(SHAPES[last], bool)}), TypeError, "real numeric"),
+        ("nan", dict(good, **{last: np.array([0.5, np.nan])}), ValueError, "must be finite; got nan"),
+        ("inf first", dict(good, W1=np.full(SHAPES["W1"], -np.inf)), ValueError, "must be finite; got -inf"),
+        (
+            "overflow to float32",
+            dict(good, **{last: np.array([1e300, 0.0])}),
+            ValueError,
+            "overflows float32",
+        ),
+        ("not a dict", [good], TypeError, "grads must be a dict"),
+    ]
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda c: "-".join(c) or "noclip")
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+def test_failing_step_changes_nothing(kind, hyper, clip):
+    """Every check runs before the first write: params, buffers and step_count stay as they were, on the
+    first step (no buffer yet) and later ones, in float64 and float32."""
+    for dtype in (np.float64, np.float32):
+        rng = np.random.default_rng(11)
+        params = make_params(rng, dtype)
+        opt = getattr(optim, kind)(params, **hyper, **clip)
+        for t in range(2):
+            good = make_grads(rng, 1, 1.0)[0]
+            for what, grads, exc, message in bad_grads(good):
+                if what == "overflow to float32" and dtype == np.float64:
+                    continue  # 1e300 is finite in float64
+                before = snapshot(params, opt)
+                with pytest.raises(exc, match=message):
+                    opt.step(grads)
+                assert_unchanged(params, opt, before, f"{kind} {clip} {dtype.__name__} step {t + 1}: {what}")
+            opt.step(good)
+        assert opt.step_count == 2
+
+
+@pytest.mark.parametrize("kind, hyper", CONFIGS[1:], ids=CONFIG_IDS[1:])
+def test_corrupted_buffer_fails_before_any_write(kind, hyper):
+    """A buffer of the wrong shape or dtype in ``opt.state`` (last key) is an error before any update."""
+    rng = np.random.default_rng(12)
+    params = make_params(rng)
+    opt = getattr(optim, kind)(params, **hyper)
+    opt.step(make_grads(rng, 1, 1.0)[0])
+    last = list(SHAPES)[-1]
+    for name in opt.state:
+        for bad in (np.zeros((3,)), opt.state[name][last].astype(np.float32)):
+            good_buffer = opt.state[name][last]
+            opt.state[name][last] = bad
+            before = snapshot(params, opt)
+            with pytest.raises(ValueError, match=re.escape(f"state[{name!r}][{last!r}] must be a writable")):
+                opt.step(make_grads(rng, 1, 1.0)[0])
+            assert_unchanged(params, opt, before, f"{kind}: bad {name}")
+            opt.state[name][last] = good_buffer
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda c: "-".join(c) or "noclip")
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+def test_step_never_writes_the_callers_gradients(kind, hyper, clip):
+    """Clipping (biting or not), casting and weight decay work in the optimizer's scratch, never in grads:
+    the dict keeps its keys and array objects and every array its bits."""
+    for gdtype in (np.float64, np.float32):
+        rng = np.random.default_rng(13)
+        params = make_params(rng)  # float64: float32 gradients take the casting path
+        opt = getattr(optim, kind)(params, **hyper, **clip)
+        for g in make_grads(rng, 3, 10.0):
+            g = {k: v.astype(gdtype) for k, v in g.items()}
+            g["h0"] = rng.standard_normal((2, 3))
+            objects, copies = dict(g), {k: v.copy() for k, v in g.items()}
+            opt.step(g)
+            assert g.keys() == objects.keys() and all(g[k] is objects[k] for k in g)
+            for k in g:
+                assert np.array_equal(g[k], copies[k]) and g[k].dtype == copies[k].dtype, (kind, clip, k)
+
+
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+def test_clip_norm_under_the_threshold_is_no_clipping_bit_for_bit(kind, hyper):
+    rng = np.random.default_rng(14)
+    p0 = make_params(rng)
+    grads = make_grads(rng, 4, 1.0)
+    a, b = ({k: v.copy() for k, v in p0.items()} for _ in range(2))
+    opt_a = getattr(optim, kind)(a, **hyper)
+    opt_b = getattr(optim, kind)(b, **hyper, clip_norm=1e9)
+    for g in grads:
+        opt_a.step(g)
+        opt_b.step(g)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("clip", [{}, dict(clip_norm=0.05, clip_value=0.1)], ids=["noclip", "clip"])
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_params_and_buffers_stay_the_same_arrays(kind, hyper, clip, dtype):
+    """In place: the model's arrays are the ones updated, and each buffer is allocated once (torch's
+    momentum buffer at the first step, Adam's moments at construction), in the parameters' dtype.
+    ``state_dict`` returns copies, never the live buffers."""
+    rng = np.random.default_rng(15)
+    params = make_params(rng, dtype)
+    objects = dict(params)
+    opt = getattr(optim, kind)(params, **hyper, **clip)
+    grads = make_grads(rng, 4, 1.0)
+    opt.step(grads[0])
+    buffers = {(b, k): a for b, bufs in opt.state.items() for k, a in bufs.items()}
+    assert len(buffers) == len(opt.state) * len(SHAPES)
+    before = {k: v.copy() for k, v in params.items()}
+    for g in grads[1:]:
+        opt.step(g)
+    assert all(params[k] is objects[k] and params[k].dtype == dtype for k in params)
+    assert all(not np.array_equal(params[k], before[k]) for k in params)  # the updates landed in them
+    assert {(b, k) for b, bufs in opt.state.items() for k in bufs} == set(buffers)
+    for (b, k), a in buffers.items():
+        assert opt.state[b][k] is a and a.dtype == dtype, (b, k)
+        assert opt.state_dict()["state"][b][k] is not a
+
+
+@pytest.mark.parametrize(
+    "clip", [{}, dict(clip_norm=0.05), dict(clip_value=0.1)], ids=["noclip", "norm", "value"]
+)
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+def test_step_allocates_no_parameter_sized_array(kind, hyper, clip):
+    """After the first step (buffers and scratch allocated), a step allocates nothing of a parameter's size:
+    tracemalloc sees numpy's data allocations."""
+    rng = np.random.default_rng(16)
+    params = {"W": rng.standard_normal((100, 200)), "b": rng.standard_normal(100)}  # W: 160 kB
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(3)]
+    opt = getattr(optim, kind)(params, **hyper, **clip)
+    opt.step(grads[0])
+    opt.step(grads[1])
+    tracemalloc.start()
+    try:
+        opt.step(grads[2])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < params["W"].nbytes // 8, f"{kind} {clip}: a step allocated {peak} bytes at its peak"
+
+
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+def test_gradients_sharing_memory_with_params_or_buffers(kind, hyper):
+    """Grads that are the parameters themselves, views of them, or the optimizer's own buffers give the
+    update of equal copies: the in-place order never reads a value it has already overwritten."""
+    rng = np.random.default_rng(17)
+    p0 = make_params(rng)
+    a, b = ({k: v.copy() for k, v in p0.items()} for _ in range(2))
+    opt_a = getattr(optim, kind)(a, **hyper)
+    opt_b = getattr(optim, kind)(b, **hyper)
+    warm = make_grads(rng, 1, 1.0)[0]
+    opt_a.step(warm)
+    opt_b.step(warm)
+    aliases = [
+        lambda opt, p: dict(p),  # every gradient is its own parameter
+        lambda opt, p: {k: v[...] for k, v in p.items()},  # views of them
+        lambda opt, p: dict(next(iter(opt.state.values()), p)),  # the first buffer (momentum or exp_avg)
+        lambda opt, p: dict(p, W2=p["W1"][:2, :3], b1=p["W1"][0, :3]),  # views of W1, updated first
+    ]
+    for make in aliases:
+        ga = make(opt_a, a)
+        gb = {k: v.copy() for k, v in make(opt_b, b).items()}
+        opt_a.step(ga)
+        opt_b.step(gb)
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+        for name in opt_a.state:
+            assert all(np.array_equal(opt_a.state[name][k], opt_b.state[name][k]) for k in a), name
+
+
+def test_update_after_the_checks_cannot_raise():
+    """Under np.errstate(all="raise") an overflowing update still completes (inf, as torch gives), so a
+    floating-point error cannot stop a step halfway; the next step's check reports the inf."""
+    params = {"W": np.array([1e300, 1.0]), "b": np.array([2.0])}
+    opt = optim.SGD(params, lr=1e10, momentum=0.9)
+    with np.errstate(all="raise"):
+        opt.step({"W": np.array([1e300, 1.0]), "b": np.array([1.0])})
+    assert opt.step_count == 1 and np.isinf(params["W"][0]) and params["W"][1] == 1.0 - 1e10
