@@ -76,7 +76,8 @@ def make_model(spec, dtype=None):
 
     dtype = np.dtype(dtype or spec["dtype"])
     if spec["kind"] == "mlp":
-        return model_class("MLP")(spec["sizes"], "sigmoid", "softmax", "cross_entropy", dtype=dtype, seed=SEED)
+        sizes = spec["sizes"]
+        return model_class("MLP")(sizes, "sigmoid", "softmax", "cross_entropy", dtype=dtype, seed=SEED)
     D, H, K = spec["D"], spec["H"], spec["K"]
     return model_class(spec["kind"])(D, H, K, loss="cross_entropy", dtype=dtype, seed=SEED)
 
@@ -113,10 +114,10 @@ class TorchSide:
 
     def __init__(self, spec, dtype=None):
         import torch
-
-        from manual_bp import reference
         from manual_bp.reference.mlp import _logits, _loss_from_logits
         from manual_bp.reference.recurrent import _step_losses
+
+        from manual_bp import reference
 
         self.torch = torch
         model = make_model(spec, np.float64)  # manual_bp's initialisation, copied into torch's modules

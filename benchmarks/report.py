@@ -246,6 +246,28 @@ def render(results: dict) -> str:
             if "skipped" in r:
                 L.append(f"- {r['name']}: {r['skipped']}")
 
+    up = [r for r in rows if r["suite"] == "userpath"]
+    if up:
+        L.append("## The user's path: one epoch of fit / fit_stream against torch's training loop (1 thread)")
+        L.append("")
+        L.append(
+            "The figures above time the bare step (loss_and_grad and an in-place `theta -= lr * g`); these "
+            "time what users run: `manual_bp.fit` / `fit_stream` with `manual_bp.optim`, against "
+            "`zero_grad`, forward, `backward`, `torch.optim` `step` (and `h.detach()` between chunks), the "
+            "same batches in "
+            "the same order. Equal work: the parameters after one float64 epoch on each side."
+        )
+        L.append("")
+        L.append("| path | ours ms | torch ms | ratio (min-max) | equal work |")
+        L.append("| --- | ---: | ---: | ---: | ---: |")
+        for r in up:
+            ew = "-" if r.get("equal_work_rel_err") is None else f"{r['equal_work_rel_err']:.0e}"
+            L.append(
+                f"| {r['name']} | {_ms(r['ours_s'])} | {_ms(r['torch_s'])} | {r['ratio']:.3f} "
+                f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) | {ew} |"
+            )
+        L.append("")
+
     jv = [r for r in rows if r["suite"] == "jvp"]
     if jv:
         L.append(

@@ -4,7 +4,8 @@
     python -m benchmarks --suite mlp --quick         # a fast look (3 rounds), written to out/benchmarks/
     python -m benchmarks --suite rnn --merge         # rerun one suite into an existing results.json
 
-Options: ``--suite mlp|rnn|lstm|gru|jvp|memory|scaling|all`` (repeatable), ``--policy 1thread|2proc|both``,
+Options: ``--suite mlp|rnn|lstm|gru|userpath|jvp|memory|scaling|all`` (repeatable),
+``--policy 1thread|2proc|both``,
 ``--quick``, ``--out DIR``, ``--case TEXT`` (only the training cases whose name contains TEXT), ``--merge``
 (keep the other suites' rows of ``DIR/results.json``).
 """
@@ -23,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from benchmarks import machine, report
 from benchmarks.harness import ROOT, Settings, WorkerPair
 
-SUITES = ("mlp", "rnn", "gru", "lstm", "jvp", "memory", "scaling")
+SUITES = ("mlp", "rnn", "gru", "lstm", "userpath", "jvp", "memory", "scaling")
 TRAINING = ("mlp", "rnn", "gru", "lstm")
 
 
@@ -119,6 +120,10 @@ def main(argv=None) -> int:
                 rows += S.run_training(suite, st, policies, pair, only=args.case)
                 if suite == "mlp":
                     rows += S.run_gemm_peak(st, policies, ("float32", "float64"), pair)
+            elif suite == "userpath":
+                from benchmarks.user_path import run_userpath
+
+                rows += run_userpath(st)
             elif suite == "jvp":
                 rows += S.run_jvp(st)
             elif suite == "memory":

@@ -350,7 +350,7 @@ def fit(
     progress=False,
     callbacks=(),
 ) -> list:
-    """Train ``model`` by mini-batch gradient descent (T1-T4); return the history (one dict per epoch).
+    """Train ``model`` by mini-batch gradient descent (FIT1-FIT4); return the history (one dict per epoch).
 
     Parameters
     ----------
@@ -517,7 +517,7 @@ def fit_stream(
     progress=False,
     callbacks=(),
 ) -> list:
-    """Train a recurrent model on one long stream by truncated BPTT with carried state (R1-R5).
+    """Train a recurrent model on one long stream by truncated BPTT with carried state (FS1-FS5).
 
     Parameters
     ----------
