@@ -287,40 +287,42 @@ class Optimizer:
         written += [a for bufs in self.state.values() for a in bufs.values() if isinstance(a, np.ndarray)]
         roots = {id(a) if a.base is None else id(a.base) for a in written if isinstance(a, np.ndarray)}
         items, sq = [], []
-        for k, p in self.params.items():
-            if not isinstance(p, np.ndarray) or not p.flags.writeable:
-                raise ValueError(f"params[{k!r}] is no longer a writable array; got {type(p).__name__}")
-            g = grads[k]
-            if type(g) is not np.ndarray:
-                g = np.asarray(g)
-            if g.dtype.kind not in "fiu":
-                raise TypeError(f"grads[{k!r}] must be a real numeric array; got dtype {g.dtype}")
-            if g.shape != p.shape:
-                raise ValueError(
-                    f"grads[{k!r}] must have the shape of params[{k!r}], {p.shape}; got {g.shape}"
+        # the check's inf or nan (and a cast's overflow) are answers here, not warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            for k, p in self.params.items():
+                if not isinstance(p, np.ndarray) or not p.flags.writeable:
+                    raise ValueError(f"params[{k!r}] is no longer a writable array; got {type(p).__name__}")
+                g = grads[k]
+                if type(g) is not np.ndarray:
+                    g = np.asarray(g)
+                if g.dtype.kind not in "fiu":
+                    raise TypeError(f"grads[{k!r}] must be a real numeric array; got dtype {g.dtype}")
+                if g.shape != p.shape:
+                    raise ValueError(
+                        f"grads[{k!r}] must have the shape of params[{k!r}], {p.shape}; got {g.shape}"
+                    )
+                work = self._scratch(self._work, k)
+                shared = (id(g) if g.base is None else id(g.base)) in roots and any(
+                    np.may_share_memory(g, a) for a in written
                 )
-            work = self._scratch(self._work, k)
-            shared = (id(g) if g.base is None else id(g.base)) in roots and any(
-                np.may_share_memory(g, a) for a in written
-            )
-            copy = shared or g.dtype != p.dtype
-            spare = self._scratch(self._spare, k) if needs_spare or copy else None
-            given = g
-            # the check's inf or nan (and a cast's overflow) are answers here, not warnings
-            with np.errstate(over="ignore", invalid="ignore"):
+                copy = shared or g.dtype != p.dtype
+                spare = self._scratch(self._spare, k) if needs_spare or copy else None
+                given = g
                 if copy:
                     np.copyto(spare, g, casting="unsafe")  # as g.astype(p.dtype)
                     g = spare
                 r = g.ravel()
                 s = r.dot(r)
-            if not math.isfinite(s) and not np.isfinite(g).all():
-                i = tuple(int(j) for j in np.argwhere(~np.isfinite(g))[0])
-                got = f"{g[i]} at index {i}"
-                if np.isfinite(given[i]):
-                    got = f"{given[i]} at index {i}, which overflows {p.dtype}, the dtype of params[{k!r}]"
-                raise ValueError(f"grads[{k!r}] must be finite; got {got} (no parameter was changed)")
-            items.append((k, p, g, work, spare))
-            sq.append(s)
+                if not math.isfinite(s) and not np.isfinite(g).all():
+                    i = tuple(int(j) for j in np.argwhere(~np.isfinite(g))[0])
+                    got = f"{g[i]} at index {i}"
+                    if np.isfinite(given[i]):
+                        got = (
+                            f"{given[i]} at index {i}, which overflows {p.dtype}, the dtype of params[{k!r}]"
+                        )
+                    raise ValueError(f"grads[{k!r}] must be finite; got {got} (no parameter was changed)")
+                items.append((k, p, g, work, spare))
+                sq.append(s)
         return items, sq
 
     def _buffer(self, name, k) -> np.ndarray | None:
@@ -515,11 +517,10 @@ class SGD(Optimizer):
             T = spare if d is work else work  # a scratch array that is not d
             if k in plan["fresh"]:
                 np.copyto(b, d)  # (SGD2) b_1 = g
-            else:
+            else:  # with tau = 0, (1 - tau) g = g exactly: the product is skipped
+                damped = d if plan["one_minus_tau"] == 1.0 else np.multiply(d, plan["one_minus_tau"], out=T)
                 b *= mu
-                b += (
-                    d if plan["one_minus_tau"] == 1.0 else np.multiply(d, plan["one_minus_tau"], out=T)
-                )  # (SGD2)
+                b += damped  # (SGD2)
             if plan["nesterov"]:
                 d = np.add(np.multiply(b, mu, out=T), d, out=T)  # (SGD3) g + mu b
             else:
@@ -532,7 +533,8 @@ class SGD(Optimizer):
 
     def _commit(self, plan) -> None:
         if plan["mu"] == 0:
-            self.state = {}
+            if self.state:  # momentum set to 0 after steps with it: no buffer, as a fresh SGD(momentum=0)
+                self.state = {}
         elif "momentum_buffer" not in self.state:
             self.state["momentum_buffer"] = plan["buffers"]
         else:
@@ -642,7 +644,7 @@ class Adam(Optimizer):
         update = np.divide(m, denom, out=T)
         update *= plan["step_size"]  # (ADAM5) eta / (1 - beta1^t) * m_t / denom
         if lam != 0 and plan["decoupled"]:
-            theta *= plan["decay"]  # (ADAM1w), after the last read of g (which may be theta's own copy)
+            theta *= plan["decay"]  # (ADAM1w)
         theta -= update  # (ADAM5)
 
 
