@@ -24,6 +24,57 @@ Forward mode (``jvp``) pushes a tangent of the parameters forward with the same 
     (J1)  dZ[l] = dA[l-1] @ W_l.T + A[l-1] @ dW_l.T + db_l
     (J2)  dA[l] = f'(Z[l]) ⊙ dZ[l]
     (J3)  dE    = sum(delta^(L) ⊙ dZ[L])    (the loss's own local derivative, no reverse pass)
+
+Second order (``hvp``, ``gvp``). Pearlmutter's R-operator R{x} = d/dr x(theta + r v)|_{r=0} takes a
+direction v = (V_l, c_l) (keyed like params: ``v["W<l>"] = V_l``, ``v["b<l>"] = c_l``, optionally
+``v["X"]``) and is applied to every line above; since the gradient is a function of theta,
+R{dE/dtheta} = H v, the exact Hessian-vector product, without forming H (about 2-3 times the cost of
+``loss_and_grad``). Applied to the forward pass (F1, F2) it is the forward mode J1-J2 (R{A[0]} = v["X"],
+or 0):
+
+    (RF1)  R{Z[l]} = R{A[l-1]} @ W_l.T + A[l-1] @ V_l.T + c_l
+    (RF2)  R{A[l]} = f'(Z[l]) ⊙ R{Z[l]}
+
+Applied to BP1 (per loss; p = softmax(z), s = sigmoid(z), a = f(z) at the output, rows of N samples):
+
+    (RB1)  squared_error:         R{delta^(L)} = (f'(z)^2 + (a - y) ⊙ f''(z)) ⊙ R{z} / N
+           cross_entropy:         R{delta^(L)} = (p ⊙ R{z} - p (p · R{z})) / N     (softmax Jacobian R{z})
+           binary_cross_entropy:  R{delta^(L)} = s ⊙ (1 - s) ⊙ R{z} / N
+
+and to BP2-BP4 by the product rule; the products with the direction V are the parameter's own change:
+
+    (RB2)  R{delta^(l)} = (R{delta^(l+1)} @ W_{l+1} + delta^(l+1) @ V_{l+1}) ⊙ f'(Z[l])
+                          + (delta^(l+1) @ W_{l+1}) ⊙ f''(Z[l]) ⊙ R{Z[l]}
+    (RB3)  (H v)_{W_l} = R{dE/dW_l} = R{delta^(l)}.T @ A[l-1] + delta^(l).T @ R{A[l-1]}
+    (RB4)  (H v)_{b_l} = R{dE/db_l} = R{delta^(l)}.sum(0)
+
+f'' (from z, a and f'): sigmoid f'(1 - 2a); tanh -2a f'; softplus s(1 - s) with s = f' = sigmoid(z);
+identity 0; relu 0 (away from its kink, where f' jumps; torch's double backward also gives 0 there).
+With v["X"] the product is still taken w.r.t. the parameters: (RB3)'s second term then also holds at l = 1.
+
+Gauss-Newton (Schraudolph 2002; Martens 2010). With J = dZ[L]/dtheta (N*nL x P) and H_L the Hessian of
+the batch-mean loss in Z[L], H = J^T H_L J + sum_nk delta^(L)_nk d^2 Z[L]_nk / dtheta^2; the second sum is
+what RB2's f'' term and the cross terms delta @ V, delta.T @ R{A} carry. Dropping it leaves
+
+    (GN1)  G = J^T H_L J,     v^T G v = (J v)^T H_L (J v) >= 0   (H_L positive semi-definite)
+
+J v is the R-forward pass RF1-RF2 (R{Z[L]} = J v), H_L J v is RB1 without its f'' term, and J^T is
+backpropagation (BP2-BP4 applied to D^(l), with no R-terms):
+
+    (GN2)  D^(L) = cross_entropy:         (p ⊙ R{z} - p (p · R{z})) / N     H_L = (diag(p) - p p^T) / N
+                   binary_cross_entropy:  s ⊙ (1 - s) ⊙ R{z} / N             H_L = diag(s (1 - s)) / N
+                   squared_error:         f'(z)^2 ⊙ R{z} / N
+    (GN3)  D^(l) = (D^(l+1) @ W_{l+1}) ⊙ f'(Z[l])
+    (GN4)  (G v)_{W_l} = D^(l).T @ A[l-1],     (G v)_{b_l} = D^(l).sum(0)
+
+For the first two the output non-linearity is part of the loss (matching loss), and so is squared error on
+an identity output (H_L = I / N). For squared error on any other output f the split is taken at the
+activations a = f(z) instead (Schraudolph's form): H_L = I / N in a and J_a = diag(f'(z)) J, so
+G = J_a^T J_a / N, which stays positive semi-definite; splitting at z would keep the (a - y) ⊙ f''(z) term of
+RB1, which can be negative. For a one-layer net with a matching loss Z[L] is linear in theta and G = H.
+``gvp_operator(X, Y)`` returns the product as a function that reuses one forward and backward pass (what
+Hessian-free optimisation's conjugate gradient needs: many products at one theta).
+
 """
 
 from __future__ import annotations
@@ -41,12 +92,34 @@ from ._validation import (
     check_seed,
 )
 from .activations import ACTIVATIONS
-from .losses import LOSSES, loss_and_delta, softmax
+from .losses import LOSSES, loss_and_delta, sigmoid, softmax
 
 OUTPUT_ACTIVATIONS = tuple(ACTIVATIONS) + ("softmax",)
 
 #: the output activation each loss requires (None: any but softmax)
 LOSS_OUTPUT = {"squared_error": None, "cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+
+def _sigmoid_second(z, a, fp):
+    return fp * (1 - 2 * a)  # f'' = a (1 - a) (1 - 2a)
+
+
+def _tanh_second(z, a, fp):
+    return -2 * a * fp  # f'' = -2a (1 - a^2)
+
+
+def _softplus_second(z, a, fp):
+    return fp * (1 - fp)  # f' = s = sigmoid(z), f'' = s (1 - s)
+
+
+#: name -> f''(z, a, f') for the R-pass (RB1, RB2); None where f'' = 0 (relu off its kink, identity)
+SECOND_DERIVATIVES = {
+    "sigmoid": _sigmoid_second,
+    "tanh": _tanh_second,
+    "relu": None,
+    "identity": None,
+    "softplus": _softplus_second,
+}
 
 
 class MLP:
@@ -267,6 +340,158 @@ class MLP:
                 dA = fprime(z, A) * dz  # (J2)
         E, delta_L = loss_and_delta(self.loss_name, z, Y, f, fprime)  # E and delta^(L) as in BP1
         return E, float(np.sum(delta_L * dz))  # (J3)
+
+    # ------------------------------------------------------------------ second order
+    def _check_direction(self, v, N) -> dict:
+        """A direction keyed like ``params`` (plus an optional ``"X" : (N, n0)``), cast to our dtype."""
+        V = check_param_dict("v", v, self.params, self.dtype, optional=("X",))
+        if "X" in v:
+            V["X"] = as_float_array("v['X']", v["X"], self.dtype, (("N", N), ("n0", self.sizes[0])))
+        return V
+
+    def _grad_cache(self, X, Y) -> dict:
+        """``loss_and_grad``'s computation (the same operations, so E and grads are bit for bit the same),
+        keeping what the R-passes read: Z[l], A[l] (A[L] None), f'(Z[l]) and dE/dA[l] for hidden l, and
+        delta^(l) for every l."""
+        Z, A = self._forward(X, output=False)
+        L = self.L
+        fprimes, backs, deltas = [None] * (L + 1), [None] * (L + 1), [None] * (L + 1)
+        for l in range(1, L):
+            fprimes[l] = self._f(l)[1](Z[l], A[l])  # f'(Z[l]), (N, n_l)
+        E, delta = loss_and_delta(self.loss_name, Z[L], Y, *self._f(L))  # (BP1)
+        deltas[L] = delta
+        grads = {}
+        for l in range(L, 0, -1):
+            grads[f"W{l}"] = delta.T @ A[l - 1]  # (BP3)
+            grads[f"b{l}"] = delta.sum(axis=0)  # (BP4)
+            if l > 1:
+                backs[l - 1] = delta @ self.params[f"W{l}"]  # (BP2) dE/dA[l-1] : (N, n_{l-1})
+                delta = backs[l - 1] * fprimes[l - 1]  # (BP2) ⊙ f'(z)
+                deltas[l - 1] = delta
+        grads = {k: grads[k] for k in self.params}
+        return {
+            "E": E,
+            "grads": grads,
+            "Z": Z,
+            "A": A,
+            "fprimes": fprimes,
+            "backs": backs,
+            "deltas": deltas,
+            "params": dict(self.params),
+        }
+
+    def _r_forward(self, cache, V):
+        """R{Z[l]} and R{A[l]} (RF1, RF2); ``RA[l]`` is None where it is zero (R{A[0]} without v["X"])."""
+        A, fprimes, L = cache["A"], cache["fprimes"], self.L
+        RZ, RA = [None] * (L + 1), [V.get("X")] + [None] * L
+        for l in range(1, L + 1):
+            rz = A[l - 1] @ V[f"W{l}"].T  # (RF1) A[l-1] @ V_l.T
+            if RA[l - 1] is not None:
+                rz += RA[l - 1] @ cache["params"][f"W{l}"].T  # (RF1) R{A[l-1]} @ W_l.T
+            rz += V[f"b{l}"]  # (RF1) + c_l
+            RZ[l] = rz
+            if l < L:
+                RA[l] = fprimes[l] * rz  # (RF2)
+        return RZ, RA
+
+    def _output_curvature(self, cache, Y, rz, exact) -> np.ndarray:
+        """H_L R{z} at the output: R{delta^(L)} (RB1) when ``exact``, else the Gauss-Newton D^(L) (GN2)."""
+        z, N = cache["Z"][self.L], len(rz)
+        if self.loss_name == "cross_entropy":
+            p = softmax(z)
+            d = p * rz
+            d -= p * d.sum(axis=1, keepdims=True)  # (RB1)/(GN2) p ⊙ R{z} - p (p · R{z})
+        elif self.loss_name == "binary_cross_entropy":
+            s = sigmoid(z)
+            d = s * (1 - s) * rz  # (RB1)/(GN2) s (1 - s) ⊙ R{z}
+        else:
+            name = self.output_activation
+            f, fprime = ACTIVATIONS[name]
+            a = f(z)
+            fp = fprime(z, a)
+            d = fp * fp * rz  # (RB1)/(GN2) f'(z)^2 ⊙ R{z}
+            fpp = SECOND_DERIVATIVES[name]
+            if exact and fpp is not None:
+                d += (a - Y) * fpp(z, a, fp) * rz  # (RB1) + (a - y) ⊙ f''(z) ⊙ R{z}
+        d /= N
+        return d
+
+    def hvp(self, X, Y, v):
+        """Exact Hessian-vector product of the batch-mean loss by the R-operator (RF1-RF2, RB1-RB4).
+
+        v : dict keyed like ``params`` (plus an optional ``"X" : (N, n0)``, a tangent of the inputs as in
+        ``jvp``; the product is still taken w.r.t. the parameters).
+        Returns ``(E, grads, Hv)``: E and grads exactly as ``loss_and_grad`` returns them, and
+        ``Hv = R{dE/dtheta} = d/dr grad E(theta + r v)|_0`` keyed like ``params``. Cost about 2-3 gradients.
+        """
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        V = self._check_direction(v, len(X))
+        cache = self._grad_cache(X, Y)
+        A, Z, L = cache["A"], cache["Z"], self.L
+        deltas, backs, fprimes = cache["deltas"], cache["backs"], cache["fprimes"]
+        RZ, RA = self._r_forward(cache, V)
+        Rd = self._output_curvature(cache, Y, RZ[L], exact=True)  # (RB1) R{delta^(L)}
+        Hv = {}
+        for l in range(L, 0, -1):
+            hw = Rd.T @ A[l - 1]  # (RB3) R{delta^(l)}.T @ A[l-1]
+            if RA[l - 1] is not None:
+                hw += deltas[l].T @ RA[l - 1]  # (RB3) + delta^(l).T @ R{A[l-1]}
+            Hv[f"W{l}"] = hw
+            Hv[f"b{l}"] = Rd.sum(axis=0)  # (RB4)
+            if l > 1:
+                Rback = Rd @ self.params[f"W{l}"]  # (RB2) R{delta^(l)} @ W_l
+                Rback += deltas[l] @ V[f"W{l}"]  # (RB2) + delta^(l) @ V_l
+                Rd = Rback * fprimes[l - 1]  # (RB2) ⊙ f'(Z[l-1])
+                fpp = SECOND_DERIVATIVES[self.hidden_activation]
+                if fpp is not None:
+                    a = A[l - 1]
+                    Rd += backs[l - 1] * fpp(Z[l - 1], a, fprimes[l - 1]) * RZ[l - 1]  # (RB2) f'' term
+        return cache["E"], cache["grads"], {k: Hv[k] for k in self.params}
+
+    def _gn_product(self, cache, Y, V) -> dict:
+        """G v from a gradient cache: J v (RF1-RF2), H_L (GN2), J^T by backpropagation (GN3-GN4)."""
+        A, fprimes, L = cache["A"], cache["fprimes"], self.L
+        RZ, _ = self._r_forward(cache, V)  # R{Z[L]} = J v
+        D = self._output_curvature(cache, Y, RZ[L], exact=False)  # (GN2) D^(L) = H_L J v
+        Gv = {}
+        for l in range(L, 0, -1):
+            Gv[f"W{l}"] = D.T @ A[l - 1]  # (GN4)
+            Gv[f"b{l}"] = D.sum(axis=0)  # (GN4)
+            if l > 1:
+                D = D @ cache["params"][f"W{l}"]  # (GN3)
+                D *= fprimes[l - 1]  # (GN3) ⊙ f'(Z[l-1])
+        return {k: Gv[k] for k in self.params}
+
+    def gvp(self, X, Y, v):
+        """Gauss-Newton matrix-vector product G v = J^T H_L J v (GN1-GN4), G positive semi-definite.
+
+        v : dict keyed like ``params`` (plus an optional ``"X" : (N, n0)``, which enters J v only).
+        Returns ``(E, grads, Gv)``: E and grads exactly as ``loss_and_grad`` returns them, Gv keyed like
+        ``params``. Squared error on a non-identity output uses Schraudolph's split at the activations.
+        """
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        V = self._check_direction(v, len(X))
+        cache = self._grad_cache(X, Y)
+        return cache["E"], cache["grads"], self._gn_product(cache, Y, V)
+
+    def gvp_operator(self, X, Y):
+        """``(E, grads, product)`` with ``product(v) -> Gv``: one forward and backward pass shared by many
+        Gauss-Newton products (the inner loop of Hessian-free optimisation).
+
+        ``product`` uses the parameter arrays and activations of this call: it is valid until the parameters
+        change (an in-place update of ``params`` makes it stale).
+        """
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        cache = self._grad_cache(X, Y)
+        N = len(X)
+
+        def product(v):
+            return self._gn_product(cache, Y, self._check_direction(v, N))
+
+        return cache["E"], cache["grads"], product
 
     def __repr__(self):
         return (

@@ -1,19 +1,20 @@
 """torch oracle for ``manual_bp.MLP``'s second-order products: Hessian-vector and Gauss-Newton-vector.
 
-Both run torch's own ``nn.Linear`` layers (``reference.mlp.build_mlp``, with our weights copied in) through
-``torch.func.functional_call``, so that the parameters are function arguments that ``torch.func``
-differentiates:
+Both differentiate torch's own ``nn.Linear`` layers (``reference.mlp.build_mlp``, our weights copied in,
+run by ``reference.mlp._logits``) and torch's functional losses (``reference.mlp._loss_from_logits``) with
+autograd; nothing here re-types our R-operator formulas.
 
-- ``mlp_hvp``: forward-over-reverse, ``jvp(grad(E), theta; v)`` = H v (and, with ``v["X"]``, the mixed
-  term d/dX grad_theta E · v_X, as ours).
-- ``mlp_hvp_double_backward``: reverse-over-reverse, ``autograd.grad(grad(E) · v, theta)`` (the classic
-  double-backward HVP, for the benchmark).
+- ``mlp_hvp``: reverse-over-reverse (double backward): g = dE/d(theta, X) with ``create_graph=True``, then
+  H v = d(g . (v, v_X))/dtheta. With ``v["X"]`` the product is the parameter block of the Hessian in
+  (theta, X) times (v, v_X), i.e. d/dr grad_theta E(theta + r v, X + r v_X), as ours.
 - ``mlp_gvp``: G v = J^T H_L J v with the split output o(theta) = z^(L) (logits), or a^(L) = f(z^(L)) for
-  squared error on a non-identity output (Schraudolph's split, as ``manual_bp.MLP.gvp``): J v by
-  ``torch.func.jvp`` of o, H_L (J v) by ``jvp(grad(loss in o))`` (torch differentiates the loss, nothing of
-  ours), J^T by ``torch.func.vjp`` of o.
+  squared error on a non-identity output (Schraudolph's split, as ``manual_bp.MLP.gvp``). J v by the
+  double-backward trick (J v = d/du [(J^T u) . v]), H_L (J v) by double backward of torch's loss in o, and
+  J^T by one more backward of o with H_L J v as its upstream gradient.
 
-Nothing here re-types our R-operator formulas.
+Why plain autograd rather than ``torch.func`` (``jvp(grad(E))`` through ``functional_call``, which gives the
+same products): ``torch.func.grad`` and ``torch.func.vjp`` import some 800 modules on their first call (about
+1.7 s), and the forward-over-reverse route cost about 3x more per call on the test suite's small nets.
 """
 
 from __future__ import annotations
@@ -22,78 +23,47 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch import nn
 
 from .mlp import _ACT, _as_torch_inputs, _logits, _loss_from_logits, _torch_dtype, build_mlp
 
-
-class _Logits(nn.Module):
-    """``reference.mlp._logits`` as a module, so ``functional_call`` can swap the nn.Linear parameters."""
-
-    def __init__(self, net, layers):
-        super().__init__()
-        self.net = net
-        self.layers = layers
-
-    def forward(self, x):
-        return _logits(self.net, self.layers, x)
+_ORDER = ("W", "b")
 
 
-def _setup(net, X, Y, v, dtype):
-    """The module, torch inputs, our-name -> torch-name map, primals and tangents (dicts of tensors)."""
-    tdt = _torch_dtype(net.dtype if dtype is None else dtype)
-    module = _Logits(net, build_mlp(net, dtype=tdt))
-    Xt, Yt = _as_torch_inputs(net, X, Y, tdt)
-    names = {}
-    for l in range(1, len(net.sizes)):
-        names[f"W{l}"] = f"layers.{l - 1}.weight"
-        names[f"b{l}"] = f"layers.{l - 1}.bias"
-    primals = {tn: p.detach() for tn, p in module.named_parameters()}
-    tans = {tn: torch.as_tensor(np.asarray(v[ours], dtype=np.float64)).to(tdt) for ours, tn in names.items()}
-    vX = None
-    if v.get("X") is not None:
-        vX = torch.as_tensor(np.asarray(v["X"], dtype=np.float64)).to(tdt)
-    return module, Xt, Yt, names, primals, tans, vX
+def _names(net) -> list:
+    """Our parameter names in the order of ``nn.Sequential.parameters()``: W1, b1, W2, b2, ..."""
+    return [f"{w}{l}" for l in range(1, len(net.sizes)) for w in _ORDER]
 
 
-def _to_ours(names, tensors):
-    return {ours: tensors[tn].detach().numpy().copy() for ours, tn in names.items()}
+def _tensor(arr, tdt):
+    return torch.as_tensor(np.asarray(arr, dtype=np.float64)).to(tdt)
 
 
 def mlp_hvp(net, X, Y, v, dtype=None):
-    """``(E, grads, Hv)`` by ``torch.func.jvp`` of ``torch.func.grad`` (forward-over-reverse).
-
-    ``v`` is keyed like ``net.params`` and may carry ``"X"`` (then the input moves along it too; the product
-    is still the derivative of the parameter gradient).
-    """
-    from torch.func import functional_call, grad, jvp
-
-    module, Xt, Yt, names, primals, tans, vX = _setup(net, X, Y, v, dtype)
-
-    def loss(p, x):
-        return _loss_from_logits(net, functional_call(module, p, (x,)), Yt)
-
-    def grad_and_loss(p, x):
-        return grad(loss, has_aux=False)(p, x), loss(p, x)
-
-    tx = torch.zeros_like(Xt) if vX is None else vX
-    (g, E), (Hv, _) = jvp(grad_and_loss, (primals, Xt), (tans, tx))
-    return float(E.item()), _to_ours(names, g), _to_ours(names, Hv)
-
-
-def mlp_hvp_double_backward(net, X, Y, v, dtype=None):
-    """H v by reverse-over-reverse: ``autograd.grad(sum(grad E * v), theta)`` on the nn.Linear modules."""
+    """``(E, grads, Hv)`` by double backward on the nn.Linear modules; ``v`` keyed like params (+ ``"X"``)."""
     tdt = _torch_dtype(net.dtype if dtype is None else dtype)
     layers = build_mlp(net, dtype=tdt)
     Xt, Yt = _as_torch_inputs(net, X, Y, tdt)
-    params = list(layers.parameters())
-    order = [f"{w}{l}" for l in range(1, len(net.sizes)) for w in ("W", "b")]
-    vs = [torch.as_tensor(np.asarray(v[k], dtype=np.float64)).to(tdt) for k in order]
+    names, params = _names(net), list(layers.parameters())
+    vs = [_tensor(v[k], tdt) for k in names]
+    wrt = params
+    if v.get("X") is not None:
+        Xt.requires_grad_(True)
+        wrt = params + [Xt]
+        vs.append(_tensor(v["X"], tdt))
     E = _loss_from_logits(net, _logits(net, layers, Xt), Yt)
-    g = torch.autograd.grad(E, params, create_graph=True)
+    g = torch.autograd.grad(E, wrt, create_graph=True)
     gv = sum((gi * vi).sum() for gi, vi in zip(g, vs))
     Hv = torch.autograd.grad(gv, params)
-    return {k: h.numpy().copy() for k, h in zip(order, Hv)}
+    return (
+        float(E.item()),
+        {k: t.detach().numpy().copy() for k, t in zip(names, g)},
+        {k: t.numpy().copy() for k, t in zip(names, Hv)},
+    )
+
+
+def mlp_hvp_double_backward(net, X, Y, v, dtype=None):
+    """H v alone by double backward (the benchmark's torch baseline), keyed like params."""
+    return mlp_hvp(net, X, Y, {k: v[k] for k in _names(net)}, dtype)[2]
 
 
 def _split_at_activations(net) -> bool:
@@ -103,25 +73,31 @@ def _split_at_activations(net) -> bool:
 
 def mlp_gvp(net, X, Y, v, dtype=None):
     """Gauss-Newton product ``J^T H_L J v`` (see the module docstring), keyed like ``net.params``."""
-    from torch.func import functional_call, grad, jvp, vjp
-
-    module, Xt, Yt, names, primals, tans, vX = _setup(net, X, Y, v, dtype)
-    split_a = _split_at_activations(net)
-
-    def output(p, x):
-        z = functional_call(module, p, (x,))
-        return _ACT[net.output_activation](z) if split_a else z
-
-    # the loss as a function of the split output: 1/2 ||y - a||^2 / N in a (an identity "output activation"),
-    # or torch's loss of the logits
-    loss_net = SimpleNamespace(loss_name="squared_error", output_activation="identity") if split_a else net
-
-    def loss_of_output(o):
-        return _loss_from_logits(loss_net, o, Yt)
-
-    tx = torch.zeros_like(Xt) if vX is None else vX
-    o, Jv = jvp(output, (primals, Xt), (tans, tx))  # J v
-    _, HJv = jvp(grad(loss_of_output), (o,), (Jv,))  # H_L J v
-    _, pullback = vjp(lambda p: output(p, Xt), primals)
-    (Gv,) = pullback(HJv)  # J^T H_L J v
-    return _to_ours(names, Gv)
+    tdt = _torch_dtype(net.dtype if dtype is None else dtype)
+    layers = build_mlp(net, dtype=tdt)
+    Xt, Yt = _as_torch_inputs(net, X, Y, tdt)
+    names, params = _names(net), list(layers.parameters())
+    vs = [_tensor(v[k], tdt) for k in names]
+    wrt = params
+    if v.get("X") is not None:
+        Xt.requires_grad_(True)
+        wrt = params + [Xt]
+        vs.append(_tensor(v["X"], tdt))
+    z = _logits(net, layers, Xt)
+    o = _ACT[net.output_activation](z) if _split_at_activations(net) else z
+    # J v = d/du [(J^T u) . v] at any u (J^T u is linear in u)
+    u = torch.zeros_like(o, requires_grad=True)
+    JTu = torch.autograd.grad(o, wrt, grad_outputs=u, create_graph=True)
+    Jv = torch.autograd.grad(sum((a * b).sum() for a, b in zip(JTu, vs)), u)[0]
+    # H_L J v: double backward of torch's loss in the split output (1/2 ||y - a||^2 / N in a, with an
+    # identity "output activation", or the loss of the logits)
+    loss_net = (
+        SimpleNamespace(loss_name="squared_error", output_activation="identity")
+        if _split_at_activations(net)
+        else net
+    )
+    o_leaf = o.detach().requires_grad_(True)
+    (dl,) = torch.autograd.grad(_loss_from_logits(loss_net, o_leaf, Yt), o_leaf, create_graph=True)
+    (HJv,) = torch.autograd.grad((dl * Jv).sum(), o_leaf)
+    Gv = torch.autograd.grad(o, params, grad_outputs=HJv)  # J^T H_L J v
+    return {k: t.numpy().copy() for k, t in zip(names, Gv)}
