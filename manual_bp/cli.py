@@ -34,6 +34,10 @@ CHECK_N = (8, 2)  # manual-bp check --n: (default, default with --quick)
 class _Parser(argparse.ArgumentParser):
     """argparse with the one-line error of every other failure: ``manual-bp: error: ...``, exit 2."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --n must not quietly mean --no-progress
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         where = self.prog[len("manual-bp") :].strip()
         where = f"{where}: " if where else ""
