@@ -129,17 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--n",
+        metavar="N",
         type=_positive_int,
         help=f"random cases per model family (default {CHECK_N[0]}; {CHECK_N[1]} with --quick)",
     )
-    check.add_argument("--seed", type=_nonneg_int, default=0, help="seed for the drawn cases (default 0)")
+    check.add_argument(
+        "--seed", metavar="SEED", type=_nonneg_int, default=0, help="seed for the drawn cases (default 0)"
+    )
     check.add_argument(
         "--models",
         type=_families,
         default=list(FAMILIES),
         help=f"comma-separated families to check (default: all of {','.join(FAMILIES)})",
     )
-    check.add_argument("--quick", action="store_true", help=f"--n {CHECK_N[1]} unless --n is given")
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick check: --n {CHECK_N[1]} unless --n is given (default off)",
+    )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
 
     train = sub.add_parser(
@@ -152,11 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.required = True
 
     def common(p):
-        p.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+        p.add_argument("--seed", metavar="SEED", type=_nonneg_int, default=0, help="seed (default 0)")
         p.add_argument(
             "--quick",
             action="store_true",
-            help="a tiny budget that finishes in seconds: the --quick defaults above, for flags not given",
+            help="a tiny budget that finishes in seconds: the --quick defaults above, for flags not given "
+            "(default off)",
         )
         p.add_argument("--json", action="store_true", help="print the results as JSON (default: tables)")
         p.add_argument(
@@ -184,9 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the last set-up's model and optimizer there (default: nothing saved); an existing file "
         "is replaced only if it is a manual-bp checkpoint",
     )
-    mlp.add_argument("--epochs", type=_positive_int, help=f"epochs per set-up {_default('mlp', 'epochs')}")
+    mlp.add_argument(
+        "--epochs", metavar="N", type=_positive_int, help=f"epochs per set-up {_default('mlp', 'epochs')}"
+    )
     mlp.add_argument(
         "--train-size",
+        metavar="N",
         type=_positive_int,
         help=f"train on the first N training samples {_default('mlp', 'train_size', 'all')}",
     )
@@ -211,18 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the model, optimizer, schedule and vocabulary there (default: nothing saved); an existing "
         "file is replaced only if it is a manual-bp checkpoint",
     )
-    lm.add_argument("--epochs", type=_positive_int, help=f"epochs {_default('lm', 'epochs')}")
-    lm.add_argument("--hidden", type=_positive_int, help=f"hidden size H {_default('lm', 'hidden')}")
+    lm.add_argument("--epochs", metavar="N", type=_positive_int, help=f"epochs {_default('lm', 'epochs')}")
     lm.add_argument(
-        "--seq-len", type=_positive_int, help=f"chunk length T of truncated BPTT {_default('lm', 'seq_len')}"
+        "--hidden", metavar="H", type=_positive_int, help=f"hidden size H {_default('lm', 'hidden')}"
+    )
+    lm.add_argument(
+        "--seq-len",
+        metavar="T",
+        type=_positive_int,
+        help=f"chunk length T of truncated BPTT {_default('lm', 'seq_len')}",
     )
     lm.add_argument(
         "--max-chars",
+        metavar="N",
         type=_positive_int,
         help=f"use the first this many characters, the last 10%% held out {_default('lm', 'max_chars')}",
     )
     lm.add_argument(
         "--sample-length",
+        metavar="N",
         type=_nonneg_int,
         help=f"characters to generate after training {_default('lm', 'sample_length')}",
     )
@@ -244,15 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adding.add_argument(
         "--T",
+        metavar="T",
         type=_int_at_least(2, "an integer >= 2 (two marked steps, one in each half)"),
         help=f"sequence length {_default('adding', 'T')}",
     )
     adding.add_argument(
-        "--steps", type=_positive_int, help=f"Adam steps per model {_default('adding', 'steps')}"
+        "--steps", metavar="N", type=_positive_int, help=f"Adam steps per model {_default('adding', 'steps')}"
     )
-    adding.add_argument("--hidden", type=_positive_int, help=f"hidden size H {_default('adding', 'hidden')}")
     adding.add_argument(
-        "--test-size", type=_positive_int, help=f"test sequences {_default('adding', 'test_size')}"
+        "--hidden", metavar="H", type=_positive_int, help=f"hidden size H {_default('adding', 'hidden')}"
+    )
+    adding.add_argument(
+        "--test-size",
+        metavar="N",
+        type=_positive_int,
+        help=f"test sequences {_default('adding', 'test_size')}",
     )
     common(adding)
 
@@ -263,8 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         "table, and a plot when matplotlib is installed. About a second at the defaults (no --quick).",
         epilog=EPILOG,
     )
-    van.add_argument("--T", type=_positive_int, help=f"sequence length {_default('vanishing', 'T')}")
-    van.add_argument("--hidden", type=_positive_int, help=f"hidden size H {_default('vanishing', 'hidden')}")
+    van.add_argument(
+        "--T", metavar="T", type=_positive_int, help=f"sequence length {_default('vanishing', 'T')}"
+    )
+    van.add_argument(
+        "--hidden", metavar="H", type=_positive_int, help=f"hidden size H {_default('vanishing', 'hidden')}"
+    )
     van.add_argument(
         "--plot",
         default="vanishing.png",
@@ -277,13 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="also show an LSTM with its forget-gate bias raised by this much (default 1; 0: skip)",
     )
-    van.add_argument("--seed", type=_nonneg_int, default=0, help="seed (default 0)")
+    van.add_argument("--seed", metavar="SEED", type=_nonneg_int, default=0, help="seed (default 0)")
     van.add_argument("--json", action="store_true", help="print the results as JSON (default: a table)")
     van.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (default: a bar on stderr when it is a terminal)",
     )
+    for leaf in (check, mlp, lm, adding, van):
+        leaf.set_defaults(parser=leaf)  # unrecognized arguments are reported with the command's own name
     return parser
 
 
@@ -465,7 +495,10 @@ def main(argv=None) -> int:
     """
     from .tasks import TrainingDiverged
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return COMMANDS[args.command](args)
     except TrainingDiverged as exc:

@@ -317,7 +317,7 @@ def _recurrent_name(name) -> str:
 #: ``sizes`` are the hidden layers; the input and output sizes come from the data.
 MLP_SETUPS = {
     "seed": dict(
-        description="the seed's set-up: {sizes}, sigmoid, squared error, plain SGD (lr 3.0, batch 10)",
+        description="{sizes}, sigmoid, squared error, plain SGD (lr 3.0, batch 10): the seed's own set-up",
         hidden_sizes=[30],
         hidden="sigmoid",
         output="sigmoid",
@@ -461,7 +461,9 @@ def plan_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=No
     ]
     for name in setups:
         s = MLP_SETUPS[name]
-        header.append(f"{name}: {s['description'].format(sizes=sizes[name])}, {epochs} epochs, seed {seed}")
+        header.append(
+            f"set-up {name}: {s['description'].format(sizes=sizes[name])}; {epochs} epochs, seed {seed}"
+        )
     return Plan(
         "mlp",
         settings,

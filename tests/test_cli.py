@@ -106,3 +106,33 @@ def test_format_table_handles_missing_torch_column():
         }
     ]
     assert "n/a" in format_table(rows, torch=False)
+
+
+def _parsers(parser):
+    yield parser
+    for action in parser._actions:
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                yield from _parsers(action.choices[sub])
+
+
+def test_help_describes_every_default():
+    from manual_bp.cli import build_parser
+
+    seen = 0
+    for parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if action.option_strings and action.dest not in ("help", "version"):
+                assert "default" in (action.help or ""), (parser.prog, action.option_strings, action.help)
+                seen += 1
+    assert seen > 30
+
+
+def test_errors_are_one_line_and_abbreviations_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "mlp", "--n", "0"])  # not --no-progress
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert (
+        err == "manual-bp: error: train mlp: unrecognized arguments: --n 0 (see manual-bp train mlp --help)\n"
+    )
