@@ -21,15 +21,15 @@ and, for ``input_grad=True``, dE/dX = delta^(1) @ W_1 (BP2 one layer further).
 
 Forward mode (``jvp``) pushes a tangent of the parameters forward with the same layers:
 
-    (J1)  dZ[l] = dA[l-1] @ W_l.T + A[l-1] @ dW_l.T + db_l
-    (J2)  dA[l] = f'(Z[l]) ⊙ dZ[l]
-    (J3)  dE    = sum(delta^(L) ⊙ dZ[L])    (the loss's own local derivative, no reverse pass)
+    (MJ1)  dZ[l] = dA[l-1] @ W_l.T + A[l-1] @ dW_l.T + db_l
+    (MJ2)  dA[l] = f'(Z[l]) ⊙ dZ[l]
+    (MJ3)  dE    = sum(delta^(L) ⊙ dZ[L])    (the loss's own local derivative, no reverse pass)
 
 Second order (``hvp``, ``gvp``). Pearlmutter's R-operator R{x} = d/dr x(theta + r v)|_{r=0} takes a
 direction v = (V_l, c_l) (keyed like params: ``v["W<l>"] = V_l``, ``v["b<l>"] = c_l``, optionally
 ``v["X"]``) and is applied to every line above; since the gradient is a function of theta,
 R{dE/dtheta} = H v, the exact Hessian-vector product, without forming H (about 2-3 times the cost of
-``loss_and_grad``). Applied to the forward pass (F1, F2) it is the forward mode J1-J2 (R{A[0]} = v["X"],
+``loss_and_grad``). Applied to the forward pass (F1, F2) it is the forward mode MJ1-MJ2 (R{A[0]} = v["X"],
 or 0):
 
     (RF1)  R{Z[l]} = R{A[l-1]} @ W_l.T + A[l-1] @ V_l.T + c_l
@@ -74,7 +74,6 @@ G = J_a^T J_a / N, which stays positive semi-definite; splitting at z would keep
 RB1, which can be negative. For a one-layer net with a matching loss Z[L] is linear in theta and G = H.
 ``gvp_operator(X, Y)`` returns the product as a function that reuses one forward and backward pass (what
 Hessian-free optimisation's conjugate gradient needs: many products at one theta).
-
 """
 
 from __future__ import annotations
@@ -148,6 +147,9 @@ class MLP:
     params : dict
         ``"W1", "b1", ..., "WL", "bL"``; ``W_l : (n_l, n_{l-1})``, ``b_l : (n_l,)``.
     """
+
+    #: the axis of X and Y that indexes samples (recurrent models are time-major: axis 1)
+    BATCH_AXIS = 0
 
     def __init__(
         self,
@@ -279,16 +281,37 @@ class MLP:
             return (a[:, 0] > 0.5).astype(np.intp)
         return a.argmax(axis=1)
 
-    def loss(self, X, Y) -> float:
-        """Batch-mean loss E as a Python float. X : (N, n0); Y : (N, nL), or labels (N,) for cross_entropy."""
+    def loss(self, X, Y, return_outputs=False):
+        """Batch-mean loss E as a Python float. X : (N, n0); Y : (N, nL), or labels (N,) for cross_entropy.
+
+        With ``return_outputs``: ``(E, a^(L))`` from the same forward pass (what an accuracy needs).
+        """
         X = self._check_X(X)
         Y = self._check_Y(Y, len(X))
         Z, A = self._forward(X)
-        return LOSSES[self.loss_name](Z[-1], A[-1], Y)
+        E = LOSSES[self.loss_name](Z[-1], A[-1], Y)
+        return (E, A[-1]) if return_outputs else E
+
+    def validate(self, X, Y) -> None:
+        """Check the arguments of ``loss_and_grad`` as it would (shapes, dtypes, label ranges, finiteness),
+        without computing anything; raises ValueError or TypeError naming what was expected and given."""
+        self._check_Y(Y, len(self._check_X(X)))
+
+    def kink_distance(self, X) -> float:
+        """The smallest |z| over the pre-activations of relu layers (inf without relu): how close to the
+        kink a finite-difference step starts."""
+        relu = [l for l in range(1, self.L + 1) if self._activation_of(l) == "relu"]
+        if not relu:
+            return float("inf")
+        Z, _ = self._forward(self._check_X(X))
+        return min(float(np.abs(Z[l]).min()) for l in relu)
 
     # ------------------------------------------------------------------ reverse mode
-    def loss_and_grad(self, X, Y, input_grad=False):
+    def loss_and_grad(self, X, Y, input_grad=False, workspace=None):
         """Loss and its gradient by backpropagation (BP1-BP4).
+
+        ``workspace`` is accepted for a uniform training loop and not used: the MLP's per-call arrays are
+        the activations themselves, which it returns to nobody and frees with the call.
 
         Returns ``(loss, grads)``: ``grads`` has the keys and shapes of ``params``, plus ``"X" : (N, n0)``
         when ``input_grad`` is true.
@@ -333,13 +356,13 @@ class MLP:
         for l in range(1, self.L + 1):
             W, b = self.params[f"W{l}"], self.params[f"b{l}"]
             z = A @ W.T + b  # (F1)
-            dz = dA @ W.T + A @ T[f"W{l}"].T + T[f"b{l}"]  # (J1)
+            dz = dA @ W.T + A @ T[f"W{l}"].T + T[f"b{l}"]  # (MJ1)
             f, fprime = self._f(l)
             if l < self.L:
                 A = f(z)  # (F2)
-                dA = fprime(z, A) * dz  # (J2)
+                dA = fprime(z, A) * dz  # (MJ2)
         E, delta_L = loss_and_delta(self.loss_name, z, Y, f, fprime)  # E and delta^(L) as in BP1
-        return E, float(np.sum(delta_L * dz))  # (J3)
+        return E, float(np.sum(delta_L * dz))  # (MJ3)
 
     # ------------------------------------------------------------------ second order
     def _check_direction(self, v, N) -> dict:
