@@ -7,11 +7,13 @@ central finite differences (``manual-bp check``). Importing this package needs N
 from . import checkpoint, optim, training
 from .gradcheck import GradcheckResult, compare_grads, gradcheck, numerical_grad
 from .gru import GRU
+from .hessian_free import HessianFree
 from .lstm import LSTM
 from .mlp import MLP
 from .optim import SGD, Adam, AdamW, ExponentialLR, StepLR, clip_grad_norm, clip_grad_value
 from .recurrent import Workspace, vanishing_gradients
 from .rnn import RNN
+from .second_order import HvpcheckResult, hvpcheck
 from .training import fit, fit_stream
 
 __version__ = "0.1.0"
@@ -39,5 +41,8 @@ __all__ = [
     "numerical_grad",
     "compare_grads",
     "GradcheckResult",
+    "hvpcheck",
+    "HvpcheckResult",
+    "HessianFree",
     "__version__",
 ]

@@ -45,8 +45,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import optim
-from .models import MODELS, model_name
+from .models import MODELS, OPTIMIZERS, SCHEDULERS, model_name
 
 FORMAT = "manual-bp-checkpoint"
 VERSION = 1
@@ -130,9 +129,9 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
         "extra_arrays": [],
     }
     if optimizer is not None:
-        if not isinstance(optimizer, optim.Optimizer) or type(optimizer).__name__ not in optim.OPTIMIZERS:
+        if OPTIMIZERS.get(type(optimizer).__name__) is not type(optimizer):
             raise TypeError(
-                f"optimizer must be one of manual_bp.optim's {sorted(optim.OPTIMIZERS)}; "
+                f"optimizer must be one of manual_bp's {sorted(OPTIMIZERS)}; "
                 f"got {type(optimizer).__name__}"
             )
         if optimizer.params is not model.params:
@@ -151,9 +150,9 @@ def save(path, model, optimizer=None, scheduler=None, extra=None) -> None:
             "buffers": {b: list(bufs) for b, bufs in sd["state"].items()},
         }
     if scheduler is not None:
-        if not isinstance(scheduler, optim.LRScheduler) or type(scheduler).__name__ not in optim.SCHEDULERS:
+        if SCHEDULERS.get(type(scheduler).__name__) is not type(scheduler):
             raise TypeError(
-                f"scheduler must be one of manual_bp.optim's {sorted(optim.SCHEDULERS)}; "
+                f"scheduler must be one of manual_bp.optim's {sorted(SCHEDULERS)}; "
                 f"got {type(scheduler).__name__}"
             )
         if optimizer is None or scheduler.optimizer is not optimizer:
@@ -368,10 +367,10 @@ def _build_optimizer(path, meta, arrays, model):
         return None
     if not isinstance(spec, dict) or set(spec) != {"class", "config", "step_count", "buffers"}:
         raise ValueError(f"{path}: metadata 'optimizer' must have class, config, step_count and buffers")
-    cls = optim.OPTIMIZERS.get(spec["class"]) if isinstance(spec["class"], str) else None
+    cls = OPTIMIZERS.get(spec["class"]) if isinstance(spec["class"], str) else None
     if cls is None:
         raise ValueError(
-            f"{path}: optimizer class must be one of {sorted(optim.OPTIMIZERS)}; got {spec['class']!r}"
+            f"{path}: optimizer class must be one of {sorted(OPTIMIZERS)}; got {spec['class']!r}"
         )
     buffers = spec["buffers"]
     if not isinstance(buffers, dict) or not isinstance(spec["config"], dict):
@@ -389,7 +388,7 @@ def _build_optimizer(path, meta, arrays, model):
     if stray:
         raise ValueError(f"{path}: optimizer arrays {stray} are not listed in the metadata")
     try:
-        opt = cls(model.params, **spec["config"])
+        opt = cls(model if getattr(cls, "takes_model", False) else model.params, **spec["config"])
         opt.load_state_dict({"config": spec["config"], "step_count": spec["step_count"], "state": state})
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: the saved {spec['class']} state does not fit the model: {exc}") from exc
@@ -402,10 +401,10 @@ def _build_scheduler(path, meta, optimizer):
         return None
     if not isinstance(spec, dict) or set(spec) != {"class", "state"} or not isinstance(spec["state"], dict):
         raise ValueError(f"{path}: metadata 'scheduler' must have class and state")
-    cls = optim.SCHEDULERS.get(spec["class"]) if isinstance(spec["class"], str) else None
+    cls = SCHEDULERS.get(spec["class"]) if isinstance(spec["class"], str) else None
     if cls is None:
         raise ValueError(
-            f"{path}: scheduler class must be one of {sorted(optim.SCHEDULERS)}; got {spec['class']!r}"
+            f"{path}: scheduler class must be one of {sorted(SCHEDULERS)}; got {spec['class']!r}"
         )
     if optimizer is None:
         raise ValueError(f"{path}: a scheduler was saved without its optimizer")

@@ -95,8 +95,19 @@ def _check_model_and_optimizer(model, optimizer, scheduler):
             f"model must be a manual_bp model (params, loss_and_grad, validate, BATCH_AXIS); "
             f"got {type(model).__name__}"
         )
+    if getattr(optimizer, "takes_model", False):  # Hessian-free: built on the model, steps on a batch
+        if getattr(optimizer, "model", None) is not model:
+            raise ValueError("optimizer must be built on this model (HessianFree(model)): optimizer.model "
+                             "is not model")
+        if scheduler is not None:
+            raise ValueError("a learning-rate schedule does not apply to HessianFree (it has no learning "
+                             "rate: its damping adapts by itself); pass scheduler=None")
+        return
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer must be a manual_bp.optim optimizer; got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be a manual_bp optimizer (manual_bp.optim, or HessianFree); "
+            f"got {type(optimizer).__name__}"
+        )
     if optimizer.params is not model.params:
         raise ValueError(
             "optimizer must be built on this model's own params dict (optimizer.params is not "
@@ -276,6 +287,23 @@ def _check_callbacks(callbacks) -> tuple:
     return tuple(callbacks)
 
 
+def _loss_and_step(model, optimizer, Xb, Yb, kw, where) -> float:
+    """(FIT2) One batch: the loss and gradient, then one update; returns the batch loss before the update.
+
+    A first-order optimizer steps on the gradient; Hessian-free (``takes_model``) takes the batch itself and
+    computes what it needs (its gradient and Gauss-Newton products) through the model.
+    """
+    if getattr(optimizer, "takes_model", False):
+        kw = {k: v for k, v in kw.items() if k != "workspace"}
+        try:
+            return optimizer.step(Xb, Yb, **kw)["loss_before"]
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+    E, grads = model.loss_and_grad(Xb, Yb, **kw)
+    _step(optimizer, E, grads, where)
+    return E
+
+
 def _step(optimizer, E, grads, where):
     """One update; a non-finite loss or gradient stops the run before it reaches the parameters."""
     if not math.isfinite(E):
@@ -436,16 +464,13 @@ def fit(
         perm = np.random.default_rng([seed, e]).permutation(N) if shuffle else np.arange(N)  # (FIT1)
         n_batches = -(-N // batch_size)
         progress.start(e + 1, epochs, n_batches)
-        lr = optimizer.lr
+        lr = getattr(optimizer, "lr", None)  # None for Hessian-free
         total = 0.0
         for b in range(n_batches):
             idx = perm[b * batch_size : (b + 1) * batch_size]
             Xb, Yb = _take(X, idx, axis), _take(Y, idx, axis)
-            if seq:
-                E, grads = model.loss_and_grad(Xb, Yb, mask=_take(mask, idx, axis), **lg_kw)  # (FIT2)
-            else:
-                E, grads = model.loss_and_grad(Xb, Yb)  # (FIT2)
-            _step(optimizer, E, grads, f"epoch {e + 1}, batch {b + 1}/{n_batches}")  # (FIT2)
+            kw = dict(lg_kw, mask=_take(mask, idx, axis)) if seq else {}
+            E = _loss_and_step(model, optimizer, Xb, Yb, kw, f"epoch {e + 1}, batch {b + 1}/{n_batches}")
             total += len(idx) * E
             progress.update(b + 1, total / min((b + 1) * batch_size, N))
         record = {"epoch": e + 1, "lr": lr, "loss": total / N}  # (FIT3)
@@ -545,6 +570,9 @@ def fit_stream(
     _check_model_and_optimizer(model, optimizer, scheduler)
     if not _is_sequence_model(model):
         raise TypeError(f"fit_stream trains recurrent models (RNN, LSTM, GRU); got {type(model).__name__}")
+    if getattr(optimizer, "takes_model", False):
+        raise TypeError("fit_stream needs a first-order optimizer (it carries the state from chunk to chunk "
+                        "through loss_and_grad); use fit for HessianFree")
     epochs, initial_epoch, history = _check_epochs(epochs, initial_epoch, history)
     chunk_length = check_int("chunk_length", chunk_length, minimum=1)
     n_streams = check_int("n_streams", n_streams, minimum=1)

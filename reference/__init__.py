@@ -19,6 +19,7 @@ from .recurrent import (
     recurrent_train_chunks,
     recurrent_vanishing,
 )
+from .second_order import mlp_gvp, mlp_hvp
 
 
 def loss_and_grad(model, X, Y, dtype=None, **kwargs):
@@ -33,6 +34,8 @@ __all__ = [
     "build_mlp",
     "mlp_loss_and_grad",
     "mlp_jvp",
+    "mlp_hvp",
+    "mlp_gvp",
     "build_recurrent",
     "recurrent_loss_and_grad",
     "recurrent_forward",

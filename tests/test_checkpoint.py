@@ -459,3 +459,26 @@ def test_bad_save_arguments(tmp_path):
     with pytest.raises(TypeError, match="extra must be a dict with str keys"):
         checkpoint.save(tmp_path / "x.npz", net, extra={1: 2})
     assert os.listdir(tmp_path) == []
+
+
+def test_hessian_free_checkpoints_and_resumes_like_the_others(tmp_path):
+    """The registry holds HessianFree: it saves, rebuilds on the loaded model and continues bit for bit."""
+    from manual_bp import HessianFree
+
+    X, y = data(N=24)
+
+    def fresh():
+        net = MLP([4, 5, 3], "tanh", "softmax", "cross_entropy", seed=2)
+        return net, HessianFree(net, damping=0.5, max_cg=8)
+
+    net, opt = fresh()
+    straight = fit(net, opt, X, y, epochs=3, batch_size=12, seed=5)
+    net1, opt1 = fresh()
+    saver = checkpoint.EveryEpoch(tmp_path / "hf.npz")
+    fit(net1, opt1, X, y, epochs=1, batch_size=12, seed=5, callbacks=[saver])
+    ck = checkpoint.load(tmp_path / "hf.npz")
+    assert type(ck.optimizer) is HessianFree and ck.optimizer.model is ck.model
+    assert ck.optimizer.state_dict()["config"] == opt1.state_dict()["config"]
+    resumed = fit(ck.model, ck.optimizer, X, y, epochs=3, **ck.extra["fit"])
+    assert resumed == straight and equal(ck.model.params, net.params)
+    assert all(r["lr"] is None for r in straight)
