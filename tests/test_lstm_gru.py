@@ -12,10 +12,10 @@ from manual_bp.reference import recurrent_loss_and_grad
 
 from manual_bp import GRU, LSTM, RNN
 from manual_bp.activations import sigmoid
+from manual_bp.harness import randomize_params
 from tests.helpers import FLOOR_TORCH, assert_grads_close, assert_scalar_close
 from tests.strategies import (
     random_state,
-    randomize_params,
     recurrent_inputs,
     recurrent_targets,
 )

@@ -8,6 +8,7 @@ from manual_bp.reference import mlp_jvp, mlp_loss_and_grad
 
 from manual_bp import MLP
 from manual_bp.activations import ACTIVATIONS, sigmoid, softplus
+from manual_bp.harness import randomize_params
 from tests.helpers import (
     FLOOR_FD,
     FLOOR_TORCH,
@@ -18,7 +19,7 @@ from tests.helpers import (
     loss_at,
     tol_torch,
 )
-from tests.strategies import mlp_cases, randomize_params, relu_safe
+from tests.strategies import mlp_cases, relu_safe
 
 
 @given(mlp_cases(dtypes=(np.float64, np.float32)))

@@ -17,6 +17,7 @@ from manual_bp.reference import (
 )
 
 from manual_bp import vanishing_gradients
+from manual_bp.harness import randomize_params
 from tests.helpers import (
     FLOOR_FD,
     FLOOR_TORCH,
@@ -31,7 +32,6 @@ from tests.strategies import (
     RECURRENT_MODELS,
     RecurrentCase,
     random_state,
-    randomize_params,
     recurrent_cases,
     recurrent_inputs,
     recurrent_targets,
