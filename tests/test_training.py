@@ -342,7 +342,7 @@ def test_recurrent_accuracy_counts_unmasked_steps():
     assert accuracy(m, X, Y) == hit.mean()
 
 
-# ---------------------------------------------------------------------------------------------- the loop's cost
+# ------------------------------------------------------------------------------------------ the loop cost
 def count_forward_passes(model, monkeypatch):
     """Count the model's forward passes (every loss, loss_and_grad, forward and jvp runs exactly one)."""
     calls = []
