@@ -684,3 +684,32 @@ def test_update_after_the_checks_cannot_raise():
     with np.errstate(all="raise"):
         opt.step({"W": np.array([1e300, 1.0]), "b": np.array([1.0])})
     assert opt.step_count == 1 and np.isinf(params["W"][0]) and params["W"][1] == 1.0 - 1e10
+
+
+@pytest.mark.parametrize("clip", [{}, dict(clip_norm=0.05, clip_value=0.1)], ids=["noclip", "clip"])
+@pytest.mark.parametrize("kind, hyper", CONFIGS, ids=CONFIG_IDS)
+def test_pieces_and_strides_change_no_bit(kind, hyper, clip, monkeypatch):
+    """The update runs piece by piece (``optim.PIECE_BYTES``), and over whole arrays for a parameter that is
+    not C-contiguous: tiny ragged pieces (40 bytes: 5 float64 or 10 float32 entries), F-ordered parameters
+    and F-ordered gradients all give the bits of the default run, in float64 and float32."""
+    for dtype in (np.float64, np.float32):
+        rng = np.random.default_rng(18)
+        p0 = make_params(rng, dtype)
+        grads = make_grads(rng, 4, 1.0)
+
+        def run(piece_bytes, order, p0=p0, grads=grads):
+            monkeypatch.setattr(optim, "PIECE_BYTES", piece_bytes)
+            params = {k: np.asarray(v.copy(), order=order) for k, v in p0.items()}
+            opt = getattr(optim, kind)(params, **hyper, **clip)
+            for g in grads:
+                opt.step({k: np.asarray(v, order=order) for k, v in g.items()})
+            return params, opt.state
+
+        ref_params, ref_state = run(optim.PIECE_BYTES, "C")
+        for piece_bytes, order in [(40, "C"), (40, "F"), (1, "C")]:
+            params, state = run(piece_bytes, order)
+            for k in params:
+                assert np.array_equal(params[k], ref_params[k]), (dtype, piece_bytes, order, k)
+            for b in ref_state:
+                for k in params:
+                    assert np.array_equal(state[b][k], ref_state[b][k]), (dtype, piece_bytes, order, b, k)
