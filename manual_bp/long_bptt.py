@@ -51,36 +51,36 @@ a_t the state (h_t; for the LSTM the pair (h_t, c_t)), theta = (U, W, b [, bh]) 
 the initial state s_0 as S*H more (S state parts). The influence matrix M_t = da_t/dtheta, per sequence
 ``(N, S*H, P + S*H)`` with one block per state part ``(N, H, P + S*H)``, obeys
 
-    (RT1)  M_t = J_t M_{t-1} + Mbar_t       J_t = da_t/da_{t-1}, Mbar_t = the immediate influence (a_{t-1}
-                                            held fixed); M_0 = [0 | I] (a_0 = s_0 is its own parameter)
-    (RT2)  dE/dtheta = sum_t cbar_t M^h_t,   cbar_t = dE_t/dh_t = dq_t V  (O4: only h feeds the loss)
-           dE/ds_0   = the same sum over the s_0 columns, per sequence (B4)
-           dE/dV, dE/dc as (O5), accumulated step by step
+    (RTRL1)  M_t = J_t M_{t-1} + Mbar_t       J_t = da_t/da_{t-1}, Mbar_t = the immediate influence (a_{t-1}
+                                              held fixed); M_0 = [0 | I] (a_0 = s_0 is its own parameter)
+    (RTRL2)  dE/dtheta = sum_t cbar_t M^h_t,   cbar_t = dE_t/dh_t = dq_t V  (O4: only h feeds the loss)
+             dE/ds_0   = the same sum over the s_0 columns, per sequence (B4)
+             dE/dV, dE/dc as (O5), accumulated step by step
 
 Every cell starts from its gate pre-activations, linear in theta. Their influence is the direct part, a
 Kronecker pattern (pre-activation row k depends on row k of U, W, b only), plus the path through h_{t-1}:
 
-    (RT3)  A_t = d(U x_t + b + W h_{t-1})/dtheta = Abar_t + W M^h_{t-1}      (N, nG*H, P + S*H)
-           Abar_t[k, U_kd] = x_t,d   Abar_t[k, W_kj] = h_{t-1,j}   Abar_t[k, b_k] = 1    (0 elsewhere)
+    (RTRL3)  A_t = d(U x_t + b + W h_{t-1})/dtheta = Abar_t + W M^h_{t-1}      (N, nG*H, P + S*H)
+             Abar_t[k, U_kd] = x_t,d   Abar_t[k, W_kj] = h_{t-1,j}   Abar_t[k, b_k] = 1    (0 elsewhere)
 
 and then each cell's derivatives are elementwise (⊙ scales the rows of an influence block).
 
 RNN, h_t = f(z_t), z_t = U x_t + W h_{t-1} + b (R1, R2):
 
-    (RT4)  M^h_t = f'(z_t) ⊙ A_t
+    (RTRL4)  M^h_t = f'(z_t) ⊙ A_t
 
 LSTM (L1-L4), A_t = [A_i; A_f; A_g; A_o]:
 
-    (RT5)  M^c_t = f ⊙ M^c_{t-1} + c_{t-1} f(1-f) ⊙ A_f + g i(1-i) ⊙ A_i + i (1-g^2) ⊙ A_g
-    (RT6)  M^h_t = tanh(c_t) o(1-o) ⊙ A_o + o (1 - tanh^2 c_t) ⊙ M^c_t
+    (RTRL5)  M^c_t = f ⊙ M^c_{t-1} + c_{t-1} f(1-f) ⊙ A_f + g i(1-i) ⊙ A_i + i (1-g^2) ⊙ A_g
+    (RTRL6)  M^h_t = tanh(c_t) o(1-o) ⊙ A_o + o (1 - tanh^2 c_t) ⊙ M^c_t
 
 GRU (G1-G4), where the reset gate multiplies W_n h + bh_n, so the two projections keep apart:
 
-    (RT7)  B_t = d(W h_{t-1} + bh)/dtheta = Bbar_t + W M^h_{t-1}     (Bbar: h_{t-1} in W's rows, 1 at bh)
-           C_t = d(U x_t + b)/dtheta = Cbar_t                        (x_t in U's rows, 1 at b)
-    (RT8)  R_t = r(1-r) ⊙ (C_r + B_r),   Z_t = z(1-z) ⊙ (C_z + B_z),
-           Nn_t = (1-n^2) ⊙ (C_n + gh_n ⊙ R_t + r ⊙ B_n)
-    (RT9)  M^h_t = (1-z) ⊙ Nn_t + (h_{t-1} - n) ⊙ Z_t + z ⊙ M^h_{t-1}
+    (RTRL7)  B_t = d(W h_{t-1} + bh)/dtheta = Bbar_t + W M^h_{t-1}     (Bbar: h_{t-1} in W's rows, 1 at bh)
+             C_t = d(U x_t + b)/dtheta = Cbar_t                        (x_t in U's rows, 1 at b)
+    (RTRL8)  R_t = r(1-r) ⊙ (C_r + B_r),   Z_t = z(1-z) ⊙ (C_z + B_z),
+             Nn_t = (1-n^2) ⊙ (C_n + gh_n ⊙ R_t + r ⊙ B_n)
+    (RTRL9)  M^h_t = (1-z) ⊙ Nn_t + (h_{t-1} - n) ⊙ Z_t + z ⊙ M^h_{t-1}
 
 Cost per step and sequence: the product W M^h_{t-1}, nG*H x H x (P + S*H) with P ~ nG*H*(D + H): O(H^4) for
 fixed D (the RNN: 2 H^2 P flops), against BPTT's O(H^2). Memory: the influence matrices and one block of
@@ -503,7 +503,7 @@ class _Columns:
         self.width = col
 
     def add_matrix(self, A, rows, key, values, param_rows):
-        """(RT3) ``A[n, rows[k], key[param_rows[k], :]] += values[n, :]``: the Kronecker direct part.
+        """(RTRL3) ``A[n, rows[k], key[param_rows[k], :]] += values[n, :]``: the Kronecker direct part.
 
         values : (N, n_in) floats, or (N,) integer token ids (a one-hot x_t).
         """
@@ -517,7 +517,7 @@ class _Columns:
             A[:, rows[:, None], cols] += values[:, None, :]
 
     def add_bias(self, A, rows, key, param_rows):
-        """(RT3) ``A[n, rows[k], key[param_rows[k]]] += 1``."""
+        """(RTRL3) ``A[n, rows[k], key[param_rows[k]]] += 1``."""
         A[:, rows, self.offset[key] + param_rows] += 1
 
     def split(self, row):
@@ -533,8 +533,8 @@ class _Columns:
 def rtrl(model, X, Y, h0=None, mask=None, return_state=False, return_influence=False):
     """The loss and its exact gradient by real-time recurrent learning: forward in time, no history kept.
 
-    Carries the influence matrices M_t = d(state_t)/d(theta, s_0) (module docstring, RT1-RT9) and adds
-    each step's share of the gradient (RT2) as it goes. Memory is the same for every T; time is
+    Carries the influence matrices M_t = d(state_t)/d(theta, s_0) (module docstring, RTRL1-RTRL9) and adds
+    each step's share of the gradient (RTRL2) as it goes. Memory is the same for every T; time is
     O(T N H^4) (the product W M_{t-1}), so it suits small H.
 
     Parameters
@@ -558,10 +558,10 @@ def rtrl(model, X, Y, h0=None, mask=None, return_state=False, return_influence=F
     cols = _Columns(model)
     dt = model.dtype
     M = {}
-    for part in model.STATES:  # (RT1) M_0 = [0 | I]: s_0 is its own parameter
+    for part in model.STATES:  # (RTRL1) M_0 = [0 | I]: s_0 is its own parameter
         M[part] = np.zeros((N, H, cols.width), dtype=dt)
         M[part][:, np.arange(H), cols.offset[f"{part}0"] + np.arange(H)] = 1
-    credit = np.zeros((N, cols.width), dtype=dt)  # sum_t cbar_t M^h_t, per sequence (RT2)
+    credit = np.zeros((N, cols.width), dtype=dt)  # sum_t cbar_t M^h_t, per sequence (RTRL2)
     gV = np.zeros_like(model.params["V"])
     gc = np.zeros_like(model.params["c"])
     step = {RNN: _rtrl_step_rnn, LSTM: _rtrl_step_lstm, GRU: _rtrl_step_gru}
@@ -579,17 +579,17 @@ def rtrl(model, X, Y, h0=None, mask=None, return_state=False, return_influence=F
         h = cache["h"]
         gV += dq2.T @ h[1:].reshape(L * N, H)  # (O5)
         gc += dq2.sum(axis=0)  # (O5)
-        cbar = (dq2 @ model.params["V"]).reshape(L, N, H)  # (RT2) cbar_t = dq_t V
+        cbar = (dq2 @ model.params["V"]).reshape(L, N, H)  # (RTRL2) cbar_t = dq_t V
         for s in range(L):
-            M = step(model, cols, cache, s, Xb[s], M)  # (RT1)
-            credit += np.matmul(cbar[s][:, None, :], M["h"])[:, 0, :]  # (RT2)
+            M = step(model, cols, cache, s, Xb[s], M)  # (RTRL1)
+            credit += np.matmul(cbar[s][:, None, :], M["h"])[:, 0, :]  # (RTRL2)
         state = tuple(cache[part][L].copy() for part in model.STATES)
-    grads = cols.split(credit.sum(axis=0))  # (RT2) summed over the sequences that share theta
+    grads = cols.split(credit.sum(axis=0))  # (RTRL2) summed over the sequences that share theta
     grads["V"], grads["c"] = gV, gc
     grads = {k: grads[k] for k in model.params}
     for part in model.STATES:
         o = cols.offset[f"{part}0"]
-        grads[f"{part}0"] = credit[:, o : o + H].copy()  # (RT2) dE/ds_0, per sequence (B4)
+        grads[f"{part}0"] = credit[:, o : o + H].copy()  # (RTRL2) dE/ds_0, per sequence (B4)
     out = (E, grads)
     if return_state:
         out += (model.public_state(state),)
@@ -606,7 +606,7 @@ def rtrl(model, X, Y, h0=None, mask=None, return_state=False, return_influence=F
 
 
 def _direct(model, cols, A, rows, x, h_prev, which, param_rows=None):
-    """(RT3) add the immediate influence of ``which`` ("x": U x_t + b; "h": W h_{t-1} [+ bh]) to A."""
+    """(RTRL3) add the immediate influence of ``which`` ("x": U x_t + b; "h": W h_{t-1} [+ bh]) to A."""
     param_rows = rows if param_rows is None else param_rows
     matrix, vector, values = ("U", "b", x) if which == "x" else ("W", "bh", h_prev)
     cols.add_matrix(A, rows, matrix, values, param_rows)
@@ -616,12 +616,12 @@ def _direct(model, cols, A, rows, x, h_prev, which, param_rows=None):
 
 def _rtrl_step_rnn(model, cols, cache, s, x, M):
     z, h_prev, h_t = cache["gates"][s], cache["h"][s], cache["h"][s + 1]
-    A = np.matmul(model.params["W"], M["h"])  # (RT3) W M^h_{t-1}   (N, H, width)
+    A = np.matmul(model.params["W"], M["h"])  # (RTRL3) W M^h_{t-1}   (N, H, width)
     rows = np.arange(model.hidden_size)
-    _direct(model, cols, A, rows, x, h_prev, "x")  # (RT3) Abar_t
+    _direct(model, cols, A, rows, x, h_prev, "x")  # (RTRL3) Abar_t
     _direct(model, cols, A, rows, x, h_prev, "h")
     fprime = 1 - h_t * h_t if model.nonlinearity == "tanh" else (z > 0).astype(model.dtype)
-    A *= fprime[:, :, None]  # (RT4) M^h_t = f'(z_t) ⊙ A_t
+    A *= fprime[:, :, None]  # (RTRL4) M^h_t = f'(z_t) ⊙ A_t
     return {"h": A}
 
 
@@ -630,17 +630,17 @@ def _rtrl_step_lstm(model, cols, cache, s, x, M):
     gates, h_prev = cache["gates"][s], cache["h"][s]
     i, f, g, o = (gates[:, k * H : (k + 1) * H][:, :, None] for k in range(4))
     c_prev, tc = cache["c"][s][:, :, None], cache["tanh_c"][s][:, :, None]
-    A = np.matmul(model.params["W"], M["h"])  # (RT3) W M^h_{t-1}   (N, 4H, width)
+    A = np.matmul(model.params["W"], M["h"])  # (RTRL3) W M^h_{t-1}   (N, 4H, width)
     rows = np.arange(4 * H)
-    _direct(model, cols, A, rows, x, h_prev, "x")  # (RT3) Abar_t
+    _direct(model, cols, A, rows, x, h_prev, "x")  # (RTRL3) Abar_t
     _direct(model, cols, A, rows, x, h_prev, "h")
     A_i, A_f, A_g, A_o = (A[:, k * H : (k + 1) * H] for k in range(4))
-    Mc = f * M["c"]  # (RT5) f ⊙ M^c_{t-1}
-    Mc += (c_prev * f * (1 - f)) * A_f  # (RT5)
-    Mc += (g * i * (1 - i)) * A_i  # (RT5)
-    Mc += (i * (1 - g * g)) * A_g  # (RT5)
-    Mh = (tc * o * (1 - o)) * A_o  # (RT6)
-    Mh += (o * (1 - tc * tc)) * Mc  # (RT6)
+    Mc = f * M["c"]  # (RTRL5) f ⊙ M^c_{t-1}
+    Mc += (c_prev * f * (1 - f)) * A_f  # (RTRL5)
+    Mc += (g * i * (1 - i)) * A_i  # (RTRL5)
+    Mc += (i * (1 - g * g)) * A_g  # (RTRL5)
+    Mh = (tc * o * (1 - o)) * A_o  # (RTRL6)
+    Mh += (o * (1 - tc * tc)) * Mc  # (RTRL6)
     return {"h": Mh, "c": Mc}
 
 
@@ -648,16 +648,17 @@ def _rtrl_step_gru(model, cols, cache, s, x, M):
     H = model.hidden_size
     gates, h_prev, gh_n = cache["gates"][s], cache["h"][s], cache["gh_n"][s][:, :, None]
     r, z, n = (gates[:, k * H : (k + 1) * H][:, :, None] for k in range(3))
-    B = np.matmul(model.params["W"], M["h"])  # (RT7) W M^h_{t-1}   (N, 3H, width)
-    _direct(model, cols, B, np.arange(3 * H), x, h_prev, "h")  # (RT7) + Bbar_t: B_t
-    _direct(model, cols, B, np.arange(2 * H), x, h_prev, "x")  # (RT7) C_r + B_r, C_z + B_z
-    R = (r * (1 - r)) * B[:, :H]  # (RT8)
-    Z = (z * (1 - z)) * B[:, H : 2 * H]  # (RT8)
-    Nn = r * B[:, 2 * H :]  # (RT8) r ⊙ B_n
-    Nn += gh_n * R  # (RT8) + gh_n ⊙ R_t
-    _direct(model, cols, Nn, np.arange(H), x, h_prev, "x", param_rows=np.arange(2 * H, 3 * H))  # (RT8) + C_n
-    Nn *= 1 - n * n  # (RT8)
-    Mh = (1 - z) * Nn  # (RT9)
-    Mh += (h_prev[:, :, None] - n) * Z  # (RT9)
-    Mh += z * M["h"]  # (RT9)
+    B = np.matmul(model.params["W"], M["h"])  # (RTRL7) W M^h_{t-1}   (N, 3H, width)
+    _direct(model, cols, B, np.arange(3 * H), x, h_prev, "h")  # (RTRL7) + Bbar_t: B_t
+    _direct(model, cols, B, np.arange(2 * H), x, h_prev, "x")  # (RTRL7) C_r + B_r, C_z + B_z
+    R = (r * (1 - r)) * B[:, :H]  # (RTRL8)
+    Z = (z * (1 - z)) * B[:, H : 2 * H]  # (RTRL8)
+    Nn = r * B[:, 2 * H :]  # (RTRL8) r ⊙ B_n
+    Nn += gh_n * R  # (RTRL8) + gh_n ⊙ R_t
+    n_rows = np.arange(2 * H, 3 * H)  # U's and b's rows of the n gate
+    _direct(model, cols, Nn, np.arange(H), x, h_prev, "x", param_rows=n_rows)  # (RTRL8) + C_n
+    Nn *= 1 - n * n  # (RTRL8)
+    Mh = (1 - z) * Nn  # (RTRL9)
+    Mh += (h_prev[:, :, None] - n) * Z  # (RTRL9)
+    Mh += z * M["h"]  # (RTRL9)
     return {"h": Mh}
