@@ -21,7 +21,6 @@ budget cannot afford; torch's CPU RNN kernels are composites of differentiable o
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .mlp import _torch_dtype
