@@ -26,6 +26,9 @@ then (B3): dE/dU = sum_t dG_t^T x_t, dE/db = sum_t dG_t, dE/dW = sum_t dGh_t^T h
 Forward mode (J2), with gh' = W' h_{t-1} + bh' + W h'_{t-1} and G' = U' x_t + b':
     r' = r(1-r)(G_r' + gh_r'),  z' = z(1-z)(G_z' + gh_z'),  n' = (1-n^2)(G_n' + r' gh_n + r gh_n'),
     h'_t = n' + z' (h_{t-1} - n) + z (h'_{t-1} - n').
+
+Layers, directions, packed sequences and dropout are the skeleton's (recurrent.py: ST, BD, PK, DO). With
+``bias=False`` there is neither b nor bh (torch's ``bias=False``): (G1) without bh.
 """
 
 from __future__ import annotations
@@ -41,22 +44,33 @@ class GRU(Recurrent):
 
     Parameters
     ----------
-    input_size, hidden_size, output_size : int
-        D (features, or the vocabulary size for token ids), H, K.
+    input_size, hidden_size : int
+        D (features, or the vocabulary size for token ids), H.
+    output_size : int or None
+        K, the output layer's width; None: the bare recurrent module (torch's ``nn.GRU``), see ``recurrent``.
     loss : {"cross_entropy", "squared_error"}
     dtype : float32 or float64
     seed : int or None
+    num_layers, bidirectional, batch_first, bias, dropout : keyword-only, torch's options and meanings
+        (recurrent.py's module docstring).
 
     Attributes
     ----------
     params : dict
         ``"U" (3H, D)``, ``"W" (3H, H)``, ``"b" (3H,)`` (torch's ``bias_ih_l0``), ``"bh" (3H,)`` (torch's
-        ``bias_hh_l0``: needed because r multiplies it), ``"V" (K, H)``, ``"c" (K,)``; blocks r, z, n.
+        ``bias_hh_l0``: needed because r multiplies it), ``"V" (K, H)``, ``"c" (K,)``; blocks r, z, n. More
+        layers and the reverse direction add ``U_l1``, ``bh_reverse``, ... (recurrent.py's table).
     """
 
     GATES = 3
     STATES = ("h",)
     HIDDEN_BIAS = True
+
+    def __init__(self, input_size, hidden_size, output_size=None, loss="cross_entropy", dtype=np.float64,
+                 seed=None, *, num_layers=1, bidirectional=False, batch_first=False, bias=True, dropout=0.0):
+        super().__init__(input_size, hidden_size, output_size, loss=loss, dtype=dtype, seed=seed,
+                         num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                         bias=bias, dropout=dropout)
 
     def _alloc_cache(self, cache, T, N, workspace=None):
         cache["gh_n"] = self._empty((T, N, self.hidden_size), workspace, "gh_n")  # W_n h_{t-1} + bh_n
@@ -66,7 +80,8 @@ class GRU(Recurrent):
         h, gh_n = cache["h"], cache["gh_n"]
         gates = cache["gates"][s]  # (N, 3H): holds U x_t + b, becomes [r z n]
         gh = np.matmul(h[s], cache["W_T"], out=work)  # (G1) one product for all three gates
-        gh += self.params["bh"]  # (G1)
+        if "bh" in self.params:
+            gh += self.params["bh"]  # (G1)
         gates[:, : 2 * H] += gh[:, : 2 * H]
         sigmoid(gates[:, : 2 * H], out=gates[:, : 2 * H])  # (G2) r, z
         r, z, n = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H :]

@@ -27,6 +27,23 @@ then (B3): dE/dU = sum_t dG_t^T x_t, dE/dW = sum_t dG_t^T h_{t-1}, dE/db = sum_t
 Forward mode (J2), with a' the tangent of (L1):
     i' = i(1-i) a_i', f' = f(1-f) a_f', g' = (1-g^2) a_g', o' = o(1-o) a_o',
     c'_t = f' c_{t-1} + f c'_{t-1} + i' g + i g',   h'_t = o' tanh(c_t) + o (1 - tanh^2 c_t) c'_t.
+
+Projection (torch's ``proj_size = P``, 0 < P < H): the state h_t and the output shrink to P through Wr (P, H),
+and W becomes (4H, P); c_t keeps H. (L4) becomes
+
+    (PR1)  m_t = o ⊙ tanh(c_t)   (N, H),     h_t = Wr m_t            rows: m @ Wr.T  (N, P)
+
+and backward, with dE/dh_t (N, P) the total of (B1):
+
+    (PR2)  the projection's delta is dE/dh_t itself; it is kept next to the gate deltas, dG_t = [da; dh_t]
+           (N, 4H + P), so that truncation and packing (which sum and mask dG) treat it as the gates'
+    (PR3)  dE/dm_t = dE/dh_t Wr            then (L5, L6) with dE/dm_t in the place of dE/dh_t
+    (PR4)  dE/dWr = sum_t dh_t^T m_t        one product over all T*N rows, after the loop, as (B3)
+
+Forward mode: (PR5) m'_t = o' tanh(c_t) + o (1 - tanh^2 c_t) c'_t,  h'_t = Wr m'_t + Wr' m_t.
+
+Layers, directions, packed sequences and dropout are the skeleton's (recurrent.py: ST, BD, PK, DO); b is
+torch's ``bias_ih + bias_hh`` (only their sum enters (L1)).
 """
 
 from __future__ import annotations
@@ -42,11 +59,15 @@ class LSTM(Recurrent):
 
     Parameters
     ----------
-    input_size, hidden_size, output_size : int
-        D (features, or the vocabulary size for token ids), H, K.
+    input_size, hidden_size : int
+        D (features, or the vocabulary size for token ids), H.
+    output_size : int or None
+        K, the output layer's width; None: the bare recurrent module (torch's ``nn.LSTM``), see ``recurrent``.
     loss : {"cross_entropy", "squared_error"}
     dtype : float32 or float64
     seed : int or None
+    num_layers, bidirectional, batch_first, bias, dropout, proj_size : keyword-only, torch's options and
+        meanings (recurrent.py's module docstring; the projection: (PR1-PR5) above).
 
     Attributes
     ----------
@@ -61,9 +82,21 @@ class LSTM(Recurrent):
 
     GATES = 4
     STATES = ("h", "c")
+    PROJECTION = True
+    OPTIONS = {**Recurrent.OPTIONS, "proj_size": 0}
+
+    def __init__(self, input_size, hidden_size, output_size=None, loss="cross_entropy", dtype=np.float64,
+                 seed=None, *, num_layers=1, bidirectional=False, batch_first=False, bias=True, dropout=0.0,
+                 proj_size=0):
+        super().__init__(input_size, hidden_size, output_size, loss=loss, dtype=dtype, seed=seed,
+                         num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                         bias=bias, dropout=dropout, proj_size=proj_size)
 
     def _alloc_cache(self, cache, T, N, workspace=None):
         cache["tanh_c"] = self._empty((T, N, self.hidden_size), workspace, "tanh_c")  # tanh(c_t), t = 1..T
+        if self.proj_size:
+            cache["m"] = self._empty((T, N, self.hidden_size), workspace, "m")  # (PR1) o ⊙ tanh(c_t)
+            cache["Wr_T"] = np.ascontiguousarray(self.params["Wr"].T)
 
     def _step(self, s, cache, work):
         H = self.hidden_size
@@ -77,11 +110,19 @@ class LSTM(Recurrent):
         np.multiply(f, c[s], out=c[s + 1])  # (L3) f ⊙ c_{t-1}
         c[s + 1] += np.multiply(i, g, out=work[:, :H])  # (L3) + i ⊙ g
         np.tanh(c[s + 1], out=tanh_c[s])
-        np.multiply(o, tanh_c[s], out=h[s + 1])  # (L4) h_t = o ⊙ tanh(c_t)
+        if self.proj_size:
+            m = np.multiply(o, tanh_c[s], out=cache["m"][s])  # (PR1) m_t = o ⊙ tanh(c_t)
+            np.matmul(m, cache["Wr_T"], out=h[s + 1])  # (PR1) h_t = Wr m_t
+        else:
+            np.multiply(o, tanh_c[s], out=h[s + 1])  # (L4) h_t = o ⊙ tanh(c_t)
 
     def _step_back(self, start, stop, dstate, cache, dG):
         H = self.hidden_size
         dh, dc_next = dstate  # dE/dh_t (both paths, B1); dE/dc_{t+1} ⊙ f_{t+1}
+        if self.proj_size:
+            dG[:, 4 * H :] = dh  # (PR2) the projection's delta, for (PR4)
+            dh = dh @ self.params["Wr"]  # (PR3) dE/dm_t
+            dG = dG[:, : 4 * H]
         gates = rows(cache["gates"], start, stop)
         i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
         tc, c_prev = rows(cache["tanh_c"], start, stop), rows(cache["c"], start, stop)
@@ -104,4 +145,18 @@ class LSTM(Recurrent):
         dg = (1 - g * g) * da[:, 2 * H : 3 * H]
         do = o * (1 - o) * da[:, 3 * H :]
         dc[...] = df * c_prev + f * dc_prev + di * g + i * dg  # (J2) tangent of (L3)
-        dh[...] = do * tc + o * (1 - tc * tc) * dc  # (J2) tangent of (L4)
+        if self.proj_size:
+            dm = do * tc + o * (1 - tc * tc) * dc  # (PR5) m'_t
+            dh[...] = dm @ self.params["Wr"].T + cache["m"][s] @ cache["tangent_Wr"].T  # (PR5) h'_t
+        else:
+            dh[...] = do * tc + o * (1 - tc * tc) * dc  # (J2) tangent of (L4)
+
+    def _hidden_deltas(self, dG, cache):
+        return dG[..., : 4 * self.hidden_size] if self.proj_size else dG
+
+    def _cell_grads(self, cache, dG) -> dict:
+        if not self.proj_size:
+            return {}
+        T, N, H = dG.shape[0], dG.shape[1], self.hidden_size
+        dh = dG.reshape(T * N, -1)[:, 4 * H :]  # (PR2) dE/dh_t, every t
+        return {"Wr": dh.T @ cache["m"].reshape(T * N, H)}  # (PR4) sum_t dh_t^T m_t

@@ -13,6 +13,9 @@ BPTT, with dE/ds_t already holding both paths (B1: from E_t through V and from s
     then (B3): dE/dW = sum_t delta_t^T s_{t-1}, dE/dU = sum_t delta_t^T x_t, dE/db = sum_t delta_t.
 
 Forward mode (J2): s'_t = f'(z_t) ⊙ (U' x_t + b' + W' s_{t-1} + W s'_{t-1}).
+
+Layers, directions, packed sequences and dropout are the skeleton's (recurrent.py: ST, BD, PK, DO); b is
+torch's ``bias_ih + bias_hh`` (only their sum enters (R1)).
 """
 
 from __future__ import annotations
@@ -30,20 +33,25 @@ class RNN(Recurrent):
 
     Parameters
     ----------
-    input_size, hidden_size, output_size : int
-        D (features, or the vocabulary size for token ids), H, K.
+    input_size, hidden_size : int
+        D (features, or the vocabulary size for token ids), H.
+    output_size : int or None
+        K, the output layer's width; None: the bare recurrent module (torch's ``nn.RNN``), see ``recurrent``.
     nonlinearity : {"tanh", "relu"}
     loss : {"cross_entropy", "squared_error"}
         cross_entropy: softmax outputs and integer targets (T, N); squared_error: identity outputs
         ``o_t = V s_t + c`` and float targets (T, N, K).
     dtype : float32 or float64
     seed : int or None
+    num_layers, bidirectional, batch_first, bias, dropout : keyword-only, torch's options and meanings
+        (recurrent.py's module docstring: stacking (ST), directions (BD), dropout between layers (DO)).
 
     Attributes
     ----------
     params : dict
         ``"U" (H, D)``, ``"W" (H, H)``, ``"b" (H,)``, ``"V" (K, H)``, ``"c" (K,)``; torch's ``weight_ih_l0``,
-        ``weight_hh_l0``, ``bias_ih_l0`` (with ``bias_hh_l0 = 0``) and ``nn.Linear(H, K)``.
+        ``weight_hh_l0``, ``bias_ih_l0 + bias_hh_l0`` and ``nn.Linear(H, K)``. More layers and the reverse
+        direction add ``U_l1``, ``W_reverse``, ... (recurrent.py's table).
 
     Example
     -------
@@ -55,10 +63,13 @@ class RNN(Recurrent):
     GATES = 1
     STATES = ("h",)
 
-    def __init__(self, input_size, hidden_size, output_size, nonlinearity="tanh", loss="cross_entropy",
-                 dtype=np.float64, seed=None):
+    def __init__(self, input_size, hidden_size, output_size=None, nonlinearity="tanh", loss="cross_entropy",
+                 dtype=np.float64, seed=None, *, num_layers=1, bidirectional=False, batch_first=False,
+                 bias=True, dropout=0.0):
         self.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
-        super().__init__(input_size, hidden_size, output_size, loss=loss, dtype=dtype, seed=seed)
+        super().__init__(input_size, hidden_size, output_size, loss=loss, dtype=dtype, seed=seed,
+                         num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                         bias=bias, dropout=dropout)
 
     def config(self) -> dict:
         return {**super().config(), "nonlinearity": self.nonlinearity}
@@ -89,8 +100,10 @@ class RNN(Recurrent):
         np.multiply(self._fprime(cache["gates"][s], cache["h"][s + 1]), dz, out=ds)  # (J2) tangent of (R2)
 
     def __repr__(self):
+        opts = "".join(f", {k}={getattr(self, k)!r}" for k, v in self.OPTIONS.items()
+                       if getattr(self, k) != v)
         return (
             f"RNN({self.input_size}, {self.hidden_size}, {self.output_size}, "
             f"nonlinearity={self.nonlinearity!r}, "
-            f"loss={self.loss_name!r}, dtype={self.dtype.name})"
+            f"loss={self.loss_name!r}, dtype={self.dtype.name}{opts})"
         )
