@@ -254,55 +254,49 @@ class Optimizer:
         clip_value = self.clip_value
         t = self.step_count + 1
         plan = self._prepare(t)
-        jobs = self._jobs(items, plan["buffers"])  # the pieces' arrays and scratch, allocated here
+        pieces = self._pieces(items, plan["buffers"])  # views and scratch, allocated here
         update = self._update
         # ---- commit: nothing above wrote to params, buffers or step_count; nothing below can raise
         with np.errstate(all="ignore"):
-            for k, arrays, work, spare, n_piece in jobs:
-                if n_piece is None:  # one piece: the whole arrays
-                    pieces = [(arrays, work, spare)]
-                else:
-                    n = arrays[0].size
-                    pieces = (
-                        (
-                            [a[s : s + n_piece] for a in arrays],
-                            work[: min(n_piece, n - s)],
-                            spare[: min(n_piece, n - s)],
-                        )
-                        for s in range(0, n, n_piece)
-                    )
-                for (theta, g, *buffers), w, sp in pieces:
-                    if coef is not None:
-                        g = np.multiply(g, coef, out=sp)  # (CLIP2) into the scratch: the caller's g stays
-                    if clip_value is not None:
-                        g = np.clip(g, -clip_value, clip_value, out=sp)  # (CLIP3)
-                    update(plan, k, theta, g, buffers, w, sp)
+            for k, theta, g, buffers, work, spare in pieces:
+                if coef is not None:
+                    g = np.multiply(g, coef, out=spare)  # (CLIP2) into the scratch: the caller's g stays
+                if clip_value is not None:
+                    g = np.clip(g, -clip_value, clip_value, out=spare)  # (CLIP3)
+                update(plan, k, theta, g, buffers, work, spare)
         self._commit(plan)
         self.step_count = t
 
-    def _jobs(self, items, buffers) -> list:
-        """``[(k, arrays, work, spare, n_piece)]``, ``arrays = [theta, g, *buffers]``: flat views with scratch
-        of ``n_piece`` elements where every array is C-contiguous, else the whole arrays (``n_piece`` None)
-        with scratch of their shape. Allocates what scratch is missing; writes nothing else."""
-        jobs = []
+    def _pieces(self, items, buffers) -> list:
+        """``[(k, theta, g, buffers, work, spare)]``, the pieces of the update in order: flat views of at most
+        ``PIECE_BYTES`` where theta and its buffers are C-contiguous (g always is), with the optimizer's
+        scratch of one piece per dtype; else the whole arrays with scratch of their shape. Allocates the
+        scratch that is missing; writes nothing else."""
+        pieces = []
         for k, theta, g in items:
-            arrays = [theta, g, *buffers[k]]
-            if all(a.flags.c_contiguous for a in arrays):
-                n_piece = max(1, PIECE_BYTES // theta.itemsize)
+            bufs = buffers[k]
+            if theta.flags.c_contiguous and all(b.flags.c_contiguous for b in bufs):
+                n, n_piece = theta.size, max(1, PIECE_BYTES // theta.itemsize)
                 work, spare = self._piece_scratch.get(theta.dtype, (None, None))
-                if work is None or work.size < min(n_piece, theta.size):
+                if work is None or work.size < min(n_piece, n):
                     size = min(n_piece, max(p.size for p in self.params.values() if p.dtype == theta.dtype))
-                    work, spare = self._piece_scratch[theta.dtype] = (
-                        np.empty(size, theta.dtype),
-                        np.empty(size, theta.dtype),
+                    work, spare = np.empty(size, theta.dtype), np.empty(size, theta.dtype)
+                    self._piece_scratch[theta.dtype] = work, spare
+                theta, g, bufs = theta.reshape(-1), g.reshape(-1), [b.reshape(-1) for b in bufs]
+                if n <= n_piece:
+                    pieces.append((k, theta, g, bufs, work[:n], spare[:n]))
+                    continue
+                for s in range(0, n, n_piece):
+                    e = min(s + n_piece, n)
+                    pieces.append(
+                        (k, theta[s:e], g[s:e], [b[s:e] for b in bufs], work[: e - s], spare[: e - s])
                     )
-                jobs.append((k, [a.reshape(-1) for a in arrays], work, spare, n_piece))
             else:
                 work, spare = self._whole_scratch.get(k, (None, None))
                 if work is None or work.shape != theta.shape or work.dtype != theta.dtype:
                     work, spare = self._whole_scratch[k] = (np.empty_like(theta), np.empty_like(theta))
-                jobs.append((k, arrays, work, spare, None))
-        return jobs
+                pieces.append((k, theta, g, bufs, work, spare))
+        return pieces
 
     def _check_grads(self, grads) -> tuple:
         """``(items, sq)``: ``items = [(k, theta, g)]``, every check of a step's gradients, and ``sq =
@@ -363,19 +357,21 @@ class Optimizer:
                 sq.append(s)
         return items, sq
 
-    def _buffer(self, name, k) -> np.ndarray | None:
-        """``self.state[name][k]`` checked against ``params[k]`` (None if there is none)."""
-        a = self.state.get(name, {}).get(k)
-        if a is None:
-            return None
-        p = self.params[k]
-        if not isinstance(a, np.ndarray) or a.shape != p.shape or a.dtype != p.dtype or not a.flags.writeable:
-            what = f"shape {a.shape}, dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise ValueError(
-                f"state[{name!r}][{k!r}] must be a writable array of shape {p.shape} and dtype {p.dtype} "
-                f"like params[{k!r}]; got {what} (no parameter was changed)"
-            )
-        return a
+    def _buffers(self, name) -> dict:
+        """``{k: self.state[name][k] or None}`` for every parameter, each checked against ``params[k]``."""
+        bufs = self.state.get(name) or {}
+        out = {}
+        for k, p in self.params.items():
+            a = out[k] = bufs.get(k)
+            if a is None:
+                continue
+            if type(a) is not np.ndarray or a.shape != p.shape or a.dtype != p.dtype or not a.flags.writeable:
+                what = f"shape {a.shape}, dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(
+                    f"state[{name!r}][{k!r}] must be a writable array of shape {p.shape} and dtype {p.dtype} "
+                    f"like params[{k!r}]; got {what} (no parameter was changed)"
+                )
+        return out
 
     def _prepare(self, t) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -529,8 +525,7 @@ class SGD(Optimizer):
             "fresh": set(),
         }
         if plan["mu"] != 0:
-            for k, p in self.params.items():
-                b = self._buffer("momentum_buffer", k)
+            for (k, p), b in zip(self.params.items(), self._buffers("momentum_buffer").values()):
                 if b is None:  # the first step with momentum: b_1 = g (SGD2)
                     b = np.empty_like(p, order="C")
                     plan["fresh"].add(k)
@@ -637,20 +632,17 @@ class Adam(Optimizer):
             "eps_c": float(self.eps) * bias_correction2_sqrt,
             "step_size_c": eta / (1.0 - beta1**t) * bias_correction2_sqrt,
             "amsgrad": bool(self.amsgrad),
-            "buffers": {},
         }
         names = self.buffer_names + (("max_exp_avg_sq",) if plan["amsgrad"] else ())
-        for k in self.params:
-            bufs = []
-            for name in names:
-                a = self._buffer(name, k)
-                if a is None:
-                    raise ValueError(
-                        f"state[{name!r}] has no array for params[{k!r}] (an {type(self).__name__} with "
-                        f"amsgrad={plan['amsgrad']} keeps {list(names)}); no parameter was changed"
-                    )
-                bufs.append(a)
-            plan["buffers"][k] = tuple(bufs)
+        columns = [self._buffers(name) for name in names]
+        for name, column in zip(names, columns):
+            missing = [k for k, a in column.items() if a is None]
+            if missing:
+                raise ValueError(
+                    f"state[{name!r}] has no array for params {missing} (an {type(self).__name__} with "
+                    f"amsgrad={plan['amsgrad']} keeps {list(names)}); no parameter was changed"
+                )
+        plan["buffers"] = {k: tuple(column[k] for column in columns) for k in self.params}
         return plan
 
     def _update(self, plan, k, theta, g, buffers, work, spare) -> None:

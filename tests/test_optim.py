@@ -564,6 +564,15 @@ def test_corrupted_buffer_fails_before_any_write(kind, hyper):
                 opt.step(make_grads(rng, 1, 1.0)[0])
             assert_unchanged(params, opt, before, f"{kind}: bad {name}")
             opt.state[name][last] = good_buffer
+        if kind != "SGD":  # (SGD restarts a missing momentum buffer with b = g, as torch's first step)
+            good_buffer = opt.state[name].pop(last)
+            before = snapshot(params, opt)
+            with pytest.raises(
+                ValueError, match=re.escape(f"state[{name!r}] has no array for params ['{last}']")
+            ):
+                opt.step(make_grads(rng, 1, 1.0)[0])
+            assert_unchanged(params, opt, before, f"{kind}: no {name}")
+            opt.state[name][last] = good_buffer
 
 
 @pytest.mark.parametrize("clip", CLIPS, ids=lambda c: "-".join(c) or "noclip")
