@@ -688,8 +688,6 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, clip_norm, clip_value, norm_type)
 
 
-OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
-
 
 # ---------------------------------------------------------------------------------------------- schedules
 class LRScheduler:
@@ -772,5 +770,3 @@ class ExponentialLR(LRScheduler):
     def config(self) -> dict:
         return {"gamma": self.gamma}
 
-
-SCHEDULERS = {"StepLR": StepLR, "ExponentialLR": ExponentialLR}
