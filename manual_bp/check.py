@@ -34,6 +34,8 @@ FAMILIES = {
     "rnn": _recurrent_family("RNN"),
     "lstm": _recurrent_family("LSTM"),
     "gru": _recurrent_family("GRU"),
+    # torch's options: layers, bidirectional, projected (LSTM), padded (lengths), batch-first, bias=False
+    "stacked": lambda pick: harness.recurrent_problem(pick, stacked=True),
 }
 #: how many cases a family draws, per ``n`` (logistic regression has little to vary)
 SHARE = {"logreg": 0.25}

@@ -284,14 +284,30 @@ def logreg_problem(pick, max_inputs=8, max_batch=16) -> Problem:
 
 
 def recurrent_problem(pick, models=tuple(RECURRENT_MODELS), dtypes=DTYPES, max_T=12, max_N=4, max_size=6,
-                      truncate=True, masks=True, losses=("cross_entropy", "squared_error")) -> Problem:
+                      truncate=True, masks=True, losses=("cross_entropy", "squared_error"), stacked=False,
+                      max_layers=3, dropout=False, batch_first=False) -> Problem:
     """A random RNN, LSTM or GRU and a batch of sequences.
 
     T 1..max_T, N 1..max_N, D, H, K 1..max_size; token ids or float inputs; either loss, a mask on a draw,
     a truncation ``0..T`` on a draw; random non-zero parameters and (for the RNN on a draw) initial state.
     Float arrays are drawn in float64 and rounded to the model's dtype, so a float64 oracle sees exactly the
     values the model sees.
+
+    ``stacked=True`` also draws torch's options: num_layers 1..max_layers, bidirectional, bias, proj_size
+    (LSTM) and padded sequences (``extra["lengths"]``), the initial state always non-zero; each
+    problem has one of them for sure, in turn (a swept ``variant``: layers, bidirectional, projection,
+    lengths), so that a short table shows every one. Truncation is drawn for one-direction models only.
+    ``dropout=True`` (with ``stacked``) adds dropout between layers on a draw: p = 0.3, the keep masks drawn
+    once into ``extra["dropout_masks"]``; the caller must pass them (a model in training mode draws new masks
+    on every call). ``extra`` holds keyword arguments of ``loss_and_grad``; without them a problem is the same
+    model on unpadded sequences. ``batch_first=True`` (with ``stacked``) draws batch-first models on a draw
+    (X, Y, mask, dropout masks then N first; ``Problem.fd_point`` must read N from ``model.batch_axis``).
     """
+    variant = None
+    if stacked:
+        variant = pick.choice(("layers", "bidirectional", "projection", "lengths"), "variant", sweep=True)
+        if variant == "projection" and "LSTM" in models:
+            models = ("LSTM",)
     kind = pick.choice(models, "model")
     T = pick.int(1, max_T, "T")
     N = pick.int(1, max_N, "N")
@@ -304,6 +320,16 @@ def recurrent_problem(pick, models=tuple(RECURRENT_MODELS), dtypes=DTYPES, max_T
     kw = {}
     if kind == "RNN":
         kw["nonlinearity"] = pick.choice(("tanh", "relu"), "nonlinearity")
+    if stacked:
+        kw["num_layers"] = pick.int(2 if variant == "layers" else 1, max(max_layers, 2), "num_layers")
+        kw["bidirectional"] = variant == "bidirectional" or pick.bool("bidirectional")
+        kw["batch_first"] = batch_first and pick.bool("batch_first")
+        kw["bias"] = pick.choice((True, True, False), "bias")
+        if kind == "LSTM" and (variant == "projection" or pick.bool("projection")):
+            H = max(H, 2)
+            kw["proj_size"] = pick.int(1, H - 1, "proj_size")
+        if dropout and kw["num_layers"] > 1 and pick.bool("dropout"):
+            kw["dropout"] = 0.3
     seed = pick.seed("seed")
     model = RECURRENT_MODELS[kind](D, H, K, loss=loss, dtype=dtype, seed=seed, **kw)
     rng = np.random.default_rng(seed)
@@ -314,12 +340,29 @@ def recurrent_problem(pick, models=tuple(RECURRENT_MODELS), dtypes=DTYPES, max_T
     else:
         Y = rng.standard_normal((T, N, K)).astype(dtype)
     h0 = None
-    if kind != "RNN" or pick.bool("non-zero h0"):
+    if stacked:
+        parts = tuple((rng.standard_normal(p.shape) * 0.5).astype(dtype) for p in model.state_parts(None, N))
+        h0 = model.public_state(parts)
+    elif kind != "RNN" or pick.bool("non-zero h0"):
         parts = tuple((rng.standard_normal((N, H)) * 0.5).astype(dtype) for _ in model.STATES)
         h0 = model.public_state(parts)
     mask = (rng.uniform(size=(T, N)) < 0.7) if masks and pick.bool("mask") else None
-    k = pick.int(0, T, "truncate") if truncate and pick.bool("truncated") else None
-    return Problem(model, X, Y, h0, mask, k)
+    can_truncate = truncate and not (stacked and kw["bidirectional"])
+    k = pick.int(0, T, "truncate") if can_truncate and pick.bool("truncated") else None
+    extra = {}
+    if stacked:
+        if variant == "lengths" or pick.bool("lengths"):
+            extra["lengths"] = rng.integers(1, T + 1, N)
+        if model.dropout:
+            extra["dropout_masks"] = [rng.uniform(size=(T, N, model.output_features)) >= model.dropout
+                                      for _ in range(model.num_layers - 1)]
+        if model.batch_first:  # the data, mask and dropout masks in the batch-first layout
+            X = np.swapaxes(X, 0, 1).copy()
+            Y = np.swapaxes(Y, 0, 1).copy()
+            mask = None if mask is None else mask.T.copy()
+            if "dropout_masks" in extra:
+                extra["dropout_masks"] = [np.swapaxes(m, 0, 1).copy() for m in extra["dropout_masks"]]
+    return Problem(model, X, Y, h0, mask, k, extra)
 
 
 def off_kink(problem: Problem, margin=KINK_MARGIN) -> bool:
