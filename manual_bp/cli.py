@@ -13,6 +13,7 @@ out; 2 bad input; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -484,6 +485,12 @@ def warn(message) -> None:
     print(f"manual-bp: warning: {_one_line(message)}", file=sys.stderr)
 
 
+@functools.lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    """``build_parser()``, built once per process (parsing leaves a parser unchanged)."""
+    return build_parser()
+
+
 COMMANDS = {"check": _cmd_check, "train": _cmd_train, "vanishing": _cmd_vanishing}
 
 
@@ -495,7 +502,7 @@ def main(argv=None) -> int:
     """
     from .tasks import TrainingDiverged
 
-    parser = build_parser()
+    parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -92,6 +92,10 @@ def format_number(x) -> str:
     return f"{x:.4f}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.3g}"
 
 
+def _plural(n, noun) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _check_progress(progress) -> bool:
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False; got {type(progress).__name__} {progress!r}")
@@ -553,7 +557,7 @@ def train_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=N
 
 
 # ------------------------------------------------------------------------------------------- language model
-N_STREAMS = 16  # pieces of the text trained side by side (fit_stream's n_streams)
+N_STREAMS = 16  # pieces of the text trained side by side (fit_stream's n_streams); fewer for a tiny text
 LM_LR = 1e-2
 
 
@@ -582,16 +586,16 @@ def _lm_bytes(model, n_chars, vocabulary, hidden, seq_len):
     """Text and ids, parameters and Adam state, one training chunk and one evaluation chunk."""
     n_train = int(n_chars * 0.9)
     n_held = n_chars - n_train
-    T = max(1, min(seq_len, n_train // N_STREAMS))
-    n_val = max(1, min(N_STREAMS, (n_held - 1) // seq_len))
-    T_val = max(1, min(seq_len, n_held // n_val))
+    streams = max(1, min(N_STREAMS, n_held - 1))
+    T = max(1, min(seq_len, n_train // streams))
+    T_val = max(1, min(seq_len, n_held // streams))
     text = n_chars * (4 + 3 * _F64)  # the str (at most 4 bytes a character), ids, the batched X and Y
     return (
         text
         + _recurrent_param_bytes(model, vocabulary, hidden, vocabulary)
         + max(
-            _recurrent_bytes(model, T, N_STREAMS, hidden, vocabulary, True),
-            2 * _recurrent_bytes(model, T_val, n_val, hidden, vocabulary, False),
+            _recurrent_bytes(model, T, streams, hidden, vocabulary, True),
+            2 * _recurrent_bytes(model, T_val, streams, hidden, vocabulary, False),
         )
     )
 
@@ -666,11 +670,12 @@ def plan_lm(
     problems.raise_if_any()
     ids = vocab.encode(corpus)
     split = int(len(ids) * 0.9)
-    M = split // N_STREAMS  # steps per stream (R1): a chunk is at most this long
+    streams = min(N_STREAMS, len(ids) - split - 1)  # the held-out text is cut into as many streams
+    M = split // streams  # steps per stream (R1): a chunk is at most this long
     chunk = min(seq_len, M)
     if chunk < seq_len:
         warns.append(
-            f"--seq-len {seq_len} is longer than each of the {N_STREAMS} training streams ({M} characters); "
+            f"--seq-len {seq_len} is longer than each of the {streams} training streams ({M} characters); "
             f"the chunks are {chunk} long"
         )
     settings = dict(
@@ -681,7 +686,7 @@ def plan_lm(
         hidden=hidden,
         seq_len=seq_len,
         chunk_length=chunk,
-        n_streams=N_STREAMS,
+        n_streams=streams,
         max_chars=max_chars,
         sample_length=sample_length,
         seed=seed,
@@ -693,8 +698,8 @@ def plan_lm(
     header = [
         f"data: {source}: {split} training and {len(ids) - split} held-out characters, "
         f"vocabulary {len(vocab)}",
-        f"model: {model} H={hidden}, chunks of {chunk} x {N_STREAMS} streams, Adam lr {LM_LR} (x0.7 each "
-        f"epoch), clip 5, {epochs} epochs, seed {seed}; losses in bits per character",
+        f"model: {model} H={hidden}, chunks of {chunk} x {streams} streams, Adam lr {LM_LR} (x0.7 each "
+        f"epoch), clip 5, {_plural(epochs, 'epoch')}, seed {seed}; losses in bits per character",
     ]
     return Plan(
         "lm",
@@ -715,11 +720,11 @@ def run_lm(plan: Plan, progress=False) -> dict:
     split = s["n_train"]
     train, held = ids[:split], ids[split:]
     chunk = s["chunk_length"]
-    n_val_streams = max(1, min(N_STREAMS, (len(held) - 1) // chunk))
+    streams = s["n_streams"]
     net = make_recurrent(s["model"], len(vocab), s["hidden"], len(vocab), seed=s["seed"])
     opt = Adam(net.params, lr=s["lr"], clip_norm=5.0)
     schedule = ExponentialLR(opt, gamma=0.7)  # lr 0.01, 0.007, 0.0049, ...: settles after the fast start
-    before = evaluate_stream(net, held[:-1], held[1:], chunk, n_val_streams)["loss"] / LN2
+    before = evaluate_stream(net, held[:-1], held[1:], chunk, streams)["loss"] / LN2  # as fit_stream will
     bar = Bar(
         f"{s['model'].upper()} H={s['hidden']}",
         "chunk",
@@ -742,7 +747,7 @@ def run_lm(plan: Plan, progress=False) -> dict:
         train[1:],
         epochs=s["epochs"],
         chunk_length=chunk,
-        n_streams=N_STREAMS,
+        n_streams=streams,
         validation=(held[:-1], held[1:]),
         scheduler=schedule,
         progress=bar,
@@ -773,7 +778,7 @@ def run_lm(plan: Plan, progress=False) -> dict:
         "vocabulary": len(vocab),
         "hidden": s["hidden"],
         "chunk_length": chunk,
-        "n_streams": N_STREAMS,
+        "n_streams": streams,
         "seed": s["seed"],
         "untrained_bpc": before,
         "epochs": epochs_out,

@@ -77,7 +77,7 @@ def test_train_lm_quick_reports_bits_only(capsys):
     )
     out, err = capsys.readouterr()
     assert err == "" and "nats" not in out and out.count("bits") >= 2
-    assert "RNN H=8" in out and "1 epochs" in out
+    assert "RNN H=8" in out and "1 epoch," in out
 
 
 def test_train_saves_checkpoints_that_load(tmp_path, capsys):
@@ -105,6 +105,15 @@ def test_train_lm_on_user_text(tmp_path, capsys):
         ["train", "lm", "--model", "rnn", "--text", str(path), "--quick", "--seq-len", "10"], capsys
     )
     assert result["vocabulary"] == 5 and result["epochs"][-1]["val_bpc"] < result["untrained_bpc"]
+    path.write_text("ab" * 50, encoding="utf-8")  # the shortest text: 10 held-out characters, 9 streams
+    argv = ["train", "lm", "--text", str(path), "--hidden", "4", "--epochs", "1", "--seq-len", "200"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "chunks of 10 x 9 streams" in out and "1 epoch," in out
+    assert (
+        err == "manual-bp: warning: --seq-len 200 is longer than each of the 9 training streams "
+        "(10 characters); the chunks are 10 long\n"
+    )
 
 
 def test_train_adding_quick(capsys):
