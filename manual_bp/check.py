@@ -15,6 +15,7 @@ draws from; this module only runs them and prints the table.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import numpy as np
@@ -80,17 +81,33 @@ def run_case(name, problem, ref) -> dict:
     return row
 
 
-def run_check(n=8, seed=0, families=None, out=print, as_json=False) -> int:
-    """Run the check; print a table (or JSON) via ``out``. Returns the exit status: 0 pass, 1 any failure."""
+def _say(line):
+    print(line, file=sys.stderr)
+
+
+def run_check(n=8, seed=0, families=None, out=print, as_json=False, warn=_say, progress=None) -> int:
+    """Run the check; print a table (or JSON) via ``out``. Returns the exit status: 0 pass, 1 any failure.
+
+    ``warn`` takes the notes that are not results (torch missing); ``progress`` is None or an object with
+    ``start(epoch, epochs, total)``, ``update(done, loss)`` and ``end(record)`` (``fit``'s protocol: the
+    command line passes a tqdm bar), told about each case as it is checked.
+    """
     ref, why = harness.oracle()
-    if ref is None and not as_json:
-        out(f"torch is not installed ({why}); checking against finite differences only.")
-        out("For the torch column: pip install torch (a CPU build is enough), then pip install -e '.[test]'.")
+    if ref is None:
+        warn(f"torch is not installed ({why}); checking against finite differences only.")
+        warn("For the torch column: pip install torch (a CPU build is enough), then "
+             "pip install -e '.[test]'.")
     rng = np.random.default_rng(seed)
+    drawn = [(name, problem) for name in families or FAMILIES for problem in draw_cases(name, rng, n)]
+    if progress is not None:
+        progress.start(1, 1, len(drawn))
     rows = []
-    for name in families or FAMILIES:
-        for problem in draw_cases(name, rng, n):
-            rows.append(run_case(name, problem, ref))
+    for i, (name, problem) in enumerate(drawn):
+        rows.append(run_case(name, problem, ref))
+        if progress is not None:
+            progress.update(i + 1, None)
+    if progress is not None:
+        progress.end({"epoch": 1})
     failed = [r for r in rows if not r["ok"]]
     if as_json:
         out(

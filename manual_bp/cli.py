@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a quick check: --n {CHECK_N[1]} unless --n is given (default off)",
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
+    check.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar over the cases on stderr when it is a terminal)",
+    )
 
     train = sub.add_parser(
         "train",
@@ -321,9 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------- commands
 def _cmd_check(args) -> int:
     from .check import run_check
+    from .tasks import Bar
 
     n = args.n if args.n is not None else CHECK_N[bool(args.quick)]
-    return run_check(n=n, seed=args.seed, families=args.models, as_json=args.json)
+    bar = Bar("check", "case", enabled=not args.no_progress)
+    return run_check(n=n, seed=args.seed, families=args.models, as_json=args.json, progress=bar)
 
 
 def _plan(args):

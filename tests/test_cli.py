@@ -57,8 +57,9 @@ def test_check_without_torch_runs_finite_differences(monkeypatch, capsys):
 
     monkeypatch.setattr(check.harness, "oracle", lambda: (None, "No module named 'torch'"))
     assert run_check(n=2, seed=0, families=["logreg"]) == 0
-    out = capsys.readouterr().out
-    assert "torch is not installed" in out and "pip install" in out and "n/a" in out
+    out, err = capsys.readouterr()
+    assert "torch is not installed" in err and "pip install" in err and "n/a" in out
+    assert "torch is not installed" not in out  # results on stdout, the note on stderr
 
 
 @pytest.mark.parametrize(
@@ -136,3 +137,24 @@ def test_errors_are_one_line_and_abbreviations_are_refused(capsys):
     assert (
         err == "manual-bp: error: train mlp: unrecognized arguments: --n 0 (see manual-bp train mlp --help)\n"
     )
+
+
+def test_check_reports_progress_per_case_and_no_progress_flag_is_accepted(capsys):
+    events = []
+
+    class Recorder:
+        def start(self, epoch, epochs, total):
+            events.append(("start", total))
+
+        def update(self, done, loss):
+            events.append(("update", done))
+
+        def end(self, record):
+            events.append(("end",))
+
+    assert run_check(n=4, seed=0, families=["logreg", "rnn"], progress=Recorder()) == 0
+    assert events == [("start", 5)] + [("update", i) for i in range(1, 6)] + [("end",)]
+    capsys.readouterr()
+    assert main(["check", "--n", "1", "--models", "logreg", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 passed, 0 failed" in out and err == ""
