@@ -559,8 +559,8 @@ class Recurrent:
 
     def _check_h0(self, h0, N, name="h0"):
         """The initial state as a tuple of parts, one per ``STATES`` (None means zeros): ``(N, size)`` arrays
-        for a flat-state model (which also takes torch's ``(1, N, size)``), else torch's
-        ``(D_dir*num_layers, N, size)``."""
+        for a flat-state model, else torch's ``(D_dir*num_layers, N, size)``; a one-layer, one-direction model
+        takes either form."""
         flat = self._flat_state
         dims = "(N, H)" if flat else "(D*num_layers, N, H)"
         if len(self.STATES) == 1:
@@ -585,8 +585,9 @@ class Recurrent:
             if value is None:
                 shape = (N, size) if flat else (self._cells, N, size)
                 out.append(np.zeros(shape, dtype=self.dtype))
-            elif flat and np.ndim(value) != 3:
-                out.append(as_float_array(pname, value, self.dtype, (("N", N), (label, size))))
+            elif self._cells == 1 and np.ndim(value) != 3:  # (N, size): any one-layer, one-direction model
+                arr = as_float_array(pname, value, self.dtype, (("N", N), (label, size)))
+                out.append(arr if flat else arr[None])
             else:
                 arr = as_float_array(pname, value, self.dtype,
                                      (("D*num_layers", self._cells), ("N", N), (label, size)))
