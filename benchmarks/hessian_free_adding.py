@@ -177,7 +177,7 @@ def _experiment(args) -> dict:
                            args.damping, mu)
             r.update(T=T, wall_seconds=time.perf_counter() - t0)
             runs.append(r)
-            print(f"  T={T} {r['optimizer']}: test MSE {r['test_mse']:.4f} after {r['steps']} steps, "
+            print(f"  T={T} {r['optimizer']}: test MSE {r['test_mse']:.3g} after {r['steps']} steps, "
                   f"{r['products']} GN products, {r['seconds']:.1f} CPU s ({r['wall']:.1f} s wall)",
                   file=sys.stderr, flush=True)
     return {"budget_cpu_s": args.budget, "hidden": args.hidden, "seed": args.seed,
@@ -200,7 +200,7 @@ def markdown(result) -> str:
     ]
     for r in result["runs"]:
         lines.append(
-            f"| {r['T']} | {r['optimizer']} | {r['test_mse']:.4f} "
+            f"| {r['T']} | {r['optimizer']} | {r['test_mse']:.3g} "
             f"| {'yes' if r['test_mse'] < SOLVED else 'no'} "
             f"| {r['steps']} | {r['products'] if r['optimizer'] != 'Adam' else '-'} | {r['seconds']:.1f} "
             f"| {r['wall']:.1f} |"

@@ -153,10 +153,18 @@ def _check_model(model):
     if not isinstance(model, (RNN, LSTM, GRU)):
         what = "a Recurrent subclass without a known cell" if isinstance(model, Recurrent) else "not one"
         raise TypeError(f"model must be a manual_bp RNN, LSTM or GRU ({what}); got {type(model).__name__}")
-    layers = getattr(model, "num_layers", 1)
-    if layers != 1:
+    options = {
+        "num_layers": (getattr(model, "num_layers", 1), 1),
+        "bidirectional": (getattr(model, "bidirectional", False), False),
+        "bias": (getattr(model, "bias", True), True),
+        "proj_size": (getattr(model, "proj_size", 0), 0),
+    }
+    other = {k: got for k, (got, want) in options.items() if got != want}
+    if other or model.output_size is None:
+        what = ", ".join(f"{k}={v!r}" for k, v in other.items()) or "output_size=None"
         raise ValueError(
-            f"hvp/gvp are derived for single-layer recurrent models; got num_layers={layers!r}"
+            f"hvp/gvp are derived for a one-layer, one-direction model with biases, no projection and an "
+            f"output layer; got {what}"
         )
 
 

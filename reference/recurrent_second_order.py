@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .mlp import _torch_dtype
-from .recurrent import _inputs, _kind, _mask, _run, _state0, _step_losses, _t, _targets, build_recurrent
+from .recurrent import _call, _inputs, _kind, _mask, _state0, _step_losses, _t, _targets, build_recurrent
 
 
 def _setup(model, X, Y, h0, mask, dtype):
@@ -34,13 +34,11 @@ def _setup(model, X, Y, h0, mask, dtype):
     x, Yt = _inputs(model, X, tdt), _targets(model, Y, tdt)
     T, N = x.shape[:2]
     mask_t = _mask(mask, T, N, tdt)
-    state0 = _state0(model, h0, N, tdt)
-    names = ["U", "W", "b"] + (["bh"] if kind == "GRU" else []) + ["V", "c"]
-    params = [core.weight_ih_l0, core.weight_hh_l0, core.bias_ih_l0]
-    if kind == "GRU":
-        params.append(core.bias_hh_l0)
-    params += [head.weight, head.bias]
-    state_names = ["h0", "c0"] if kind == "LSTM" else ["h0"]
+    state0 = _state0(model, h0, N, tdt)  # leaves (1, N, H): torch's layout of a one-layer state
+    names = list(model.params)
+    params = [head.get_parameter(theirs[5:]) if theirs.startswith("head.") else core.get_parameter(theirs)
+              for theirs in (model.param_names()[k] for k in names)]
+    state_names = [f"{part}0" for part in model.STATES]
     return kind, tdt, core, head, x, Yt, N, mask_t, state0, names, params, state_names
 
 
@@ -49,13 +47,18 @@ def _direction(v, names, state_names, state0, tdt):
     an initial-state tangent."""
     vs = [_t(v[k], tdt) for k in names]
     with_state = any(k in v for k in state_names)
-    vs += [_t(v[k], tdt) if k in v else torch.zeros_like(s) for k, s in zip(state_names, state0)]
+    vs += [_t(v[k], tdt).reshape(s.shape) if k in v else torch.zeros_like(s)
+           for k, s in zip(state_names, state0)]
     return vs, with_state
 
 
 def _numpy(tensors, wrt, names):
-    return {k: (torch.zeros_like(w) if t is None else t).detach().numpy().copy()
-            for k, t, w in zip(names, tensors, wrt)}
+    """Our names and layouts: the initial-state entries (1, N, H) as (N, H)."""
+    out = {}
+    for k, t, w in zip(names, tensors, wrt):
+        a = (torch.zeros_like(w) if t is None else t).detach().numpy().copy()
+        out[k] = a[0] if k.endswith("0") else a
+    return out
 
 
 def recurrent_hvp(model, X, Y, v, h0=None, mask=None, dtype=None):
@@ -65,7 +68,7 @@ def recurrent_hvp(model, X, Y, v, h0=None, mask=None, dtype=None):
     kind, tdt, core, head, x, Yt, N, mask_t, state0, names, params, state_names = _setup(
         model, X, Y, h0, mask, dtype)
     vs, with_state = _direction(v, names, state_names, state0, tdt)
-    out, _ = _run(core, kind, x, state0)
+    out, _ = _call(kind, core, x, state0)
     E = _step_losses(model, head, out, Yt, mask_t).sum() / N
     wrt = params + state0
     g = torch.autograd.grad(E, wrt, create_graph=True, allow_unused=True)
@@ -82,7 +85,7 @@ def recurrent_gvp(model, X, Y, v, h0=None, mask=None, structural_damping=0.0, dt
         model, X, Y, h0, mask, dtype)
     vs, with_state = _direction(v, names, state_names, state0, tdt)
     wrt = params + state0
-    hs, _ = _run(core, kind, x, state0)  # (T, N, H): h_1..h_T
+    hs, _ = _call(kind, core, x, state0)  # (T, N, H): h_1..h_T
     q = head(hs)
     # J v = d/du [(J^T u) . v]: u stacks the upstream gradients of q and of the hidden states
     uq = torch.zeros_like(q, requires_grad=True)

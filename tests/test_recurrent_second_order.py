@@ -235,3 +235,30 @@ def test_bad_arguments_are_refused_before_any_work_and_change_nothing():
         product({"U": v["U"]})
     for k, p in m.params.items():
         np.testing.assert_array_equal(p, before[k])
+
+
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU])
+def test_batch_first_models_give_the_time_major_products(cls):
+    rng = np.random.default_rng(6)
+    tm, bf = cls(3, 4, 2, seed=5), cls(3, 4, 2, seed=5, batch_first=True)
+    X, Y = rng.standard_normal((5, 2, 3)), rng.integers(0, 2, (5, 2))
+    mask = rng.uniform(size=(5, 2)) < 0.7
+    v = direction(tm, 2, rng, True)
+    for f in (hvp, gvp):
+        a = f(tm, X, Y, v, mask=mask)
+        b = f(bf, X.transpose(1, 0, 2), Y.T, v, mask=mask.T)
+        assert a[0] == b[0]
+        for k in a[2]:
+            np.testing.assert_array_equal(a[2][k], b[2][k], err_msg=f"{f.__name__} {k}")
+
+
+@pytest.mark.parametrize("options", [{"num_layers": 2}, {"bidirectional": True}, {"bias": False},
+                                     {"proj_size": 2}, {"output_size": None}])
+def test_models_beyond_one_layer_with_biases_and_a_head_are_refused(options):
+    kw = {"output_size": 2, **options}
+    m = LSTM(3, 4, seed=0, **kw)
+    X, Y = np.zeros((3, 2, 3)), np.zeros((3, 2), dtype=int)
+    with pytest.raises(ValueError, match="one-layer"):
+        hvp(m, X, Y, {k: np.zeros_like(p) for k, p in m.params.items()})
+    with pytest.raises(ValueError, match="one-layer"):
+        gvp_operator(m, X, Y)
