@@ -1,0 +1,383 @@
+"""Long sequences: peak memory and time of full BPTT, checkpointed BPTT ("sqrt", revolve), RTRL and torch.
+
+    python -m benchmarks.long_bptt            # the full run (T = 100 .. 100,000), under 10 minutes
+    python -m benchmarks.long_bptt --quick    # T = 100 .. 10,000, about a minute
+    options: --no-plot, --json PATH (the raw results), --plot PATH (default docs/long_bptt.png)
+
+The model: a one-layer RNN (and an LSTM) with D = 16 float inputs, H = 128, K = 16 classes, N = 8
+sequences, float64, cross-entropy at every step. Every measurement runs in a fresh process with one thread
+(OMP/OPENBLAS/MKL_NUM_THREADS=1, ``torch.set_num_threads(1)``), after a warm-up call on 64 steps:
+
+- time: one call of the gradient (wall clock), reported per step;
+- peak memory, two ways: the growth of the process's resident set during the call (VmHWM after the call
+  minus VmRSS before it, with the high-water mark reset through /proc/self/clear_refs): the same measure for
+  ours and torch's; and for ours the peak of ``tracemalloc`` during a second call (every NumPy array
+  counts; the inputs, allocated before, do not).
+
+Methods: ours ``loss_and_grad`` (full BPTT), ``loss_and_grad_checkpointed`` with ``snapshots="sqrt"`` and
+revolve budgets s, ``rtrl``; torch's ``nn.RNN``/``nn.LSTM`` + ``nn.Linear`` on the same weights and data, with
+one autograd graph over the whole sequence ("torch full") or with ``torch.utils.checkpoint`` around segments
+of ceil(sqrt(T)) steps ("torch ckpt": each segment's forward rerun in backward, its first state kept).
+
+RTRL costs O(H^4) a step: its time per step is measured for a few H and the exponent fitted; its memory is
+measured against T at H = 8. Revolve's time is fitted to its two counts, the T recorded steps and the
+t(T, s) advanced ones (RV3): ``time = a T + b t(T, s)``.
+
+The figures depend on the machine's load: each measurement records ``os.getloadavg()`` before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+D, H, K, N = 16, 128, 16, 8
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+WORKER_TIMEOUT_S = 240
+
+
+# ------------------------------------------------------------------------------------------ in the worker
+def _proc_status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, value = line.split(":")
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _model_and_data(spec):
+    import numpy as np
+
+    from manual_bp import LSTM, RNN
+
+    cls = {"RNN": RNN, "LSTM": LSTM}[spec["cell"]]
+    model = cls(D, spec["H"], K, seed=0)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((spec["T"], N, D))
+    Y = rng.integers(0, K, (spec["T"], N))
+    return model, X, Y
+
+
+def _ours(spec, model):
+    from manual_bp.long_bptt import loss_and_grad_checkpointed, rtrl
+
+    method = spec["method"]
+    if method == "full":
+        return lambda X, Y: model.loss_and_grad(X, Y)[0]
+    if method == "rtrl":
+        return lambda X, Y: rtrl(model, X, Y)[0]
+    snapshots = "sqrt" if method == "sqrt" else int(method.split("=")[1])
+    return lambda X, Y: loss_and_grad_checkpointed(model, X, Y, snapshots=snapshots)[0]
+
+
+def _torch(spec, model):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from manual_bp.reference.recurrent import build_recurrent
+    from torch.utils.checkpoint import checkpoint
+
+    torch.set_num_threads(1)
+    core, head = build_recurrent(model, dtype=np.float64)
+    params = [p for p in list(core.parameters()) + list(head.parameters()) if p.requires_grad]
+    lstm = spec["cell"] == "LSTM"
+
+    def segment(xs, ys, *state):
+        out, hn = core(xs, tuple(state) if lstm else state[0])
+        q = head(out)
+        E = F.cross_entropy(q.reshape(-1, K), ys.reshape(-1), reduction="sum") / N
+        return (E,) + (tuple(hn) if lstm else (hn,))
+
+    def run(X, Y):
+        for p in params:
+            p.grad = None
+        x, y = torch.from_numpy(X), torch.from_numpy(Y.astype(np.int64))
+        T = x.shape[0]
+        zeros = torch.zeros(1, N, model.hidden_size, dtype=torch.float64)
+        state = (zeros, zeros.clone()) if lstm else (zeros,)
+        if spec["method"] == "torch full":
+            E = segment(x, y, *state)[0]
+        else:
+            L = math.isqrt(T - 1) + 1 if T > 1 else 1
+            E = 0
+            for a in range(0, T, L):
+                E_seg, *state = checkpoint(segment, x[a : a + L], y[a : a + L], *state, use_reentrant=False)
+                E = E + E_seg
+        E.backward()
+        return float(E)
+
+    return run
+
+
+def worker(spec) -> dict:
+    """One measurement (see the module docstring), in this fresh process."""
+    import tracemalloc
+
+    model, X, Y = _model_and_data(spec)
+    fn = _torch(spec, model) if spec["method"].startswith("torch") else _ours(spec, model)
+    fn(X[:64], Y[:64])  # warm-up: imports, BLAS and code paths
+    before = _proc_status()["VmRSS"]
+    reset = _reset_peak_rss()
+    t0 = time.perf_counter()
+    E = fn(X, Y)
+    seconds = time.perf_counter() - t0
+    result = {
+        **spec,
+        "loss": E,
+        "seconds": seconds,
+        "us_per_step": seconds / spec["T"] * 1e6,
+        "rss_peak": _proc_status()["VmHWM"] - before if reset else None,
+    }
+    if spec.get("trace"):
+        tracemalloc.start()
+        fn(X, Y)
+        result["traced_peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    if spec["method"] == "sqrt" or spec["method"].startswith("revolve"):
+        from manual_bp.long_bptt import Schedule
+
+        sched = Schedule(spec["T"], "sqrt" if spec["method"] == "sqrt" else int(spec["method"].split("=")[1]))
+        result["forward_steps"] = sched.forward_steps
+        result["stored"] = sched.snapshots
+    return result
+
+
+# ------------------------------------------------------------------------------------------ the driver
+def run_one(spec) -> dict:
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, "-m", "benchmarks.long_bptt", "--worker", json.dumps(spec)]
+    env = {**os.environ, **THREAD_ENV}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {WORKER_TIMEOUT_S} s", "load": load}
+    if proc.returncode != 0:
+        return {**spec, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed",
+                "load": load}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["load"] = load
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def plan(quick: bool) -> list:
+    """The measurements. tracemalloc's second call only where it costs little (T <= 10,000, and sqrt)."""
+    Ts = [100, 1000] if quick else [100, 1000, 10_000, 100_000]
+    specs = []
+    for T in Ts:
+        methods = ["full", "sqrt", "revolve s=10", "revolve s=100", "torch full", "torch ckpt"]
+        if T > 10_000:
+            methods.remove("revolve s=10")  # about 8 T advanced steps: minutes
+        for method in methods:
+            trace = not method.startswith("torch") and (T <= 10_000 or method == "sqrt")
+            specs.append({"cell": "RNN", "H": H, "T": T, "method": method, "trace": trace})
+    for T in [1000] if quick else [100, 1000, 10_000]:  # the LSTM's full caches: 10 GB at T = 100,000
+        for method in ["full", "sqrt", "torch full", "torch ckpt"]:
+            specs.append({"cell": "LSTM", "H": H, "T": T, "method": method,
+                          "trace": not method.startswith("torch")})
+    for h, T in [(8, 20), (16, 20), (32, 20)] if quick else [(8, 40), (16, 40), (32, 20), (64, 10)]:
+        specs.append({"cell": "RNN", "H": h, "T": T, "method": "rtrl", "trace": False, "group": "rtrl-H"})
+    for T in Ts:
+        for method in ["rtrl", "full"]:
+            specs.append({"cell": "RNN", "H": 8, "T": T, "method": method, "trace": T <= 10_000,
+                          "group": "rtrl-T"})
+    return specs
+
+
+# ------------------------------------------------------------------------------------------ analysis
+def _mb(b):
+    if b is None:
+        return ""
+    return f"{b / 2**20:.3g}"
+
+
+def fit_power(xs, ys) -> float:
+    """The slope of log y against log x (least squares)."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def fit_revolve(rows):
+    """Least squares ``seconds = a T + b t(T, s)`` over the revolve runs; the worst relative residual."""
+    pts = [(r["T"], r["forward_steps"], r["seconds"]) for r in rows]
+    s11 = sum(T * T for T, _, _ in pts)
+    s12 = sum(T * f for T, f, _ in pts)
+    s22 = sum(f * f for _, f, _ in pts)
+    y1 = sum(T * y for T, _, y in pts)
+    y2 = sum(f * y for _, f, y in pts)
+    det = s11 * s22 - s12 * s12
+    a, b = (y1 * s22 - y2 * s12) / det, (s11 * y2 - s12 * y1) / det
+    worst = max(abs(a * T + b * f - y) / y for T, f, y in pts)
+    return a, b, worst
+
+
+def tables(results) -> str:
+    main = [r for r in results if "group" not in r]
+    out = []
+    for cell in ("RNN", "LSTM"):
+        rows = [r for r in main if r["cell"] == cell]
+        if not rows:
+            continue
+        out += [f"### {cell}, H={H}, N={N}, D={D}, K={K}, float64, 1 thread", "",
+                "| T | method | stored states | extra forward steps | time / step (us) | time vs full | "
+                "peak RSS growth (MB) | tracemalloc peak (MB) | memory vs full | load |",
+                "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for T in sorted({r["T"] for r in rows}):
+            full = next((r for r in rows if r["T"] == T and r["method"] == "full" and "error" not in r), None)
+            for r in [r for r in rows if r["T"] == T]:
+                if "error" in r:
+                    out.append(f"| {T} | {r['method']} | | | {r['error']} | | | | | {r['load']:.1f} |")
+                    continue
+                t_rel = f"{r['seconds'] / full['seconds']:.2f}x" if full else ""
+                mem = r.get("traced_peak") if not r["method"].startswith("torch") else None
+                full_mem = full.get("traced_peak") if full else None
+                m_rel = f"1/{full_mem / mem:.0f}" if mem and full_mem and r is not full else ""
+                extra = r.get("forward_steps", T if r["method"] == "torch ckpt" else 0)  # torch reruns all
+                out.append(f"| {T:,} | {r['method']} | {r.get('stored', '')} | {extra} | "
+                           f"{r['us_per_step']:.1f} | {t_rel} | {_mb(r['rss_peak'])} | {_mb(mem)} | "
+                           f"{m_rel} | {r['load']:.1f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def summary(results) -> str:
+    lines = []
+    rt_h = [r for r in results if r.get("group") == "rtrl-H" and "error" not in r]
+    if len(rt_h) >= 3:
+        Hs, us = [r["H"] for r in rt_h], [r["us_per_step"] for r in rt_h]
+        lines.append("RTRL time per step against H (RNN, D=16, N=8): " + ", ".join(
+            f"H={h}: {u:,.0f} us" for h, u in zip(Hs, us)))
+        lines.append(f"fitted exponent over all H: {fit_power(Hs, us):.2f}; over the three largest: "
+                     f"{fit_power(Hs[-3:], us[-3:]):.2f} (flops: 2 N H^2 P, P = H(D+H+1): exponent -> 4)")
+    rt_t = [r for r in results if r.get("group") == "rtrl-T" and "error" not in r]
+    if rt_t:
+        lines.append("RTRL (H=8) against full BPTT (H=8), tracemalloc peak / time per step:")
+        for T in sorted({r["T"] for r in rt_t}):
+            pair = {r["method"]: r for r in rt_t if r["T"] == T}
+            if "rtrl" in pair and "full" in pair:
+                rt, fu = pair["rtrl"], pair["full"]
+                lines.append(f"  T={T:,}: RTRL {_mb(rt.get('traced_peak'))} MB "
+                             f"(RSS +{_mb(rt['rss_peak'])} MB), "
+                             f"{rt['us_per_step']:.0f} us/step; full BPTT {_mb(fu.get('traced_peak'))} MB "
+                             f"(RSS +{_mb(fu['rss_peak'])} MB), {fu['us_per_step']:.0f} us/step")
+    rev = [r for r in results if r["method"].startswith("revolve") and "error" not in r and "group" not in r]
+    if len(rev) >= 3:
+        a, b, worst = fit_revolve(rev)
+        lines.append(f"revolve time = {a * 1e6:.0f} us x T (turns) + {b * 1e6:.1f} us x t(T, s) (advanced "
+                     f"steps); worst relative residual over {len(rev)} runs: {worst:.0%}")
+    losses = {}
+    for r in results:
+        if "error" not in r and "group" not in r:
+            losses.setdefault((r["cell"], r["T"]), []).append(r["loss"])
+    worst = max((max(v) - min(v)) / abs(max(v)) for v in losses.values())
+    lines.append(f"every method's loss agrees with the others' within {worst:.1e} (relative)")
+    return "\n".join(lines)
+
+
+def _peak(r):
+    """ours: tracemalloc's peak where measured (else the RSS growth); torch: the RSS growth."""
+    return (r.get("traced_peak") or r["rss_peak"]) / 2**20
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    (ax_mem, ax_time), (ax_rt_mem, ax_rt_h) = axes
+    main = [r for r in results if "group" not in r and r["cell"] == "RNN" and "error" not in r]
+    styles = {"full": ("C0", "o-"), "sqrt": ("C1", "s-"), "revolve s=10": ("C2", "^-"),
+              "revolve s=100": ("C4", "v-"), "torch full": ("C3", "o--"), "torch ckpt": ("C5", "s--")}
+    for method, (color, style) in styles.items():
+        rows = sorted((r for r in main if r["method"] == method), key=lambda r: r["T"])
+        if rows:
+            Ts = [r["T"] for r in rows]
+            ax_mem.plot(Ts, [_peak(r) for r in rows], style, color=color, label=method)
+            ax_time.plot(Ts, [r["us_per_step"] for r in rows], style, color=color, label=method)
+    ax_mem.set(xscale="log", yscale="log", xlabel="T (steps)",
+               ylabel="peak memory of the call (MB)\nours: tracemalloc; torch: RSS growth",
+               title=f"memory, RNN H={H} N={N} D={D} K={K} float64")
+    ax_time.set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="time per step (us)",
+                title="time per step, 1 thread")
+    rt_t = [r for r in results if r.get("group") == "rtrl-T" and "error" not in r]
+    for method, style in (("rtrl", "d-"), ("full", "o-")):
+        rows = sorted((r for r in rt_t if r["method"] == method), key=lambda r: r["T"])
+        if rows:
+            ax_rt_mem.plot([r["T"] for r in rows], [_peak(r) for r in rows], style,
+                           label="RTRL" if method == "rtrl" else "full BPTT")
+    ax_rt_mem.set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="peak memory of the call (MB)",
+                  title=f"RTRL against full BPTT, RNN H=8 N={N} D={D}")
+    rt_h = [r for r in results if r.get("group") == "rtrl-H" and "error" not in r]
+    if rt_h:
+        Hs, us = [r["H"] for r in rt_h], [r["us_per_step"] for r in rt_h]
+        ax_rt_h.plot(Hs, us, "d-", color="k", label=f"RTRL (exponent over the three largest H: "
+                                                     f"{fit_power(Hs[-3:], us[-3:]):.2f})")
+        ax_rt_h.plot(Hs, [us[-1] * (h / Hs[-1]) ** 4 for h in Hs], ":", color="gray", label="slope 4")
+        ax_rt_h.set(xscale="log", yscale="log", xlabel="H", ylabel="time per step (us)",
+                    title=f"RTRL time per step against H, RNN D={D} N={N}")
+    for ax in axes.flat:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    loads = [r["load"] for r in results]
+    fig.suptitle("long sequences: full BPTT, checkpointed BPTT (sqrt, revolve), RTRL, torch; provisional: "
+                 f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.long_bptt", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="T up to 10,000 and fewer cases (about a minute)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--plot", default=str(ROOT / "docs" / "long_bptt.png"))
+    p.add_argument("--json", default=None, help="also write the raw results here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    t0 = time.perf_counter()
+    results = []
+    specs = plan(args.quick)
+    for i, spec in enumerate(specs):
+        r = run_one(spec)
+        results.append(r)
+        what = r.get("error") or f"{r['us_per_step']:.1f} us/step, RSS +{_mb(r['rss_peak'])} MB"
+        print(f"[{i + 1}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec['cell']} H={spec['H']} "
+              f"T={spec['T']:,} {spec['method']}: {what} (load {r['load']:.1f})", file=sys.stderr)
+    print(tables(results))
+    print(summary(results))
+    print(f"\nwhole run {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if not args.no_plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
