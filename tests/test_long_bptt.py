@@ -262,6 +262,46 @@ def test_checkpointed_short_sequences(kind, T):
             assert E2 == E and all(np.array_equal(g2[k], g[k]) for k in g)
 
 
+@pytest.mark.parametrize("kind, options", [("RNN", {"batch_first": True}), ("GRU", {"bias": False}),
+                                           ("LSTM", {"bias": False, "batch_first": True}),
+                                           ("LSTM", {"proj_size": 2})])
+def test_model_options(kind, options):
+    """batch_first (X, Y, mask sequence-major), bias=False; a projected LSTM (checkpointing only)."""
+    T, N = 29, 3
+    m = MODELS[kind](3, 4, 3, seed=2, **options)
+    rng = np.random.default_rng(2)
+    m.params = randomize_params(m.params, rng)
+    X, Y, mask = rng.standard_normal((T, N, 3)), rng.integers(0, 3, (T, N)), rng.uniform(size=(T, N)) < 0.7
+    if m.batch_first:
+        X, Y, mask = np.swapaxes(X, 0, 1).copy(), Y.T.copy(), mask.T.copy()
+    E, g, s = m.loss_and_grad(X, Y, mask=mask, return_state=True)
+    runs = {}
+    for k in ("sqrt", 2):
+        out = loss_and_grad_checkpointed(m, X, Y, mask=mask, snapshots=k, return_state=True)
+        runs[f"snapshots={k!r}"] = out, TOL_REPLAY
+    if not m.proj_size:
+        runs["rtrl"] = rtrl(m, X, Y, mask=mask, return_state=True), TOL_RTRL
+    else:
+        with pytest.raises(ValueError, match="proj_size"):
+            rtrl(m, X, Y, mask=mask)
+    for what, ((E2, g2, s2), tol) in runs.items():
+        assert_scalar_close(E2, E, tol, f"{what} loss")
+        assert_grads_close(g2, g, tol, FLOOR_TORCH, what=f"{kind} {options} {what}: ")
+        for a, b in zip(flat(s2), flat(s)):
+            assert_grads_close({"state": a}, {"state": b}, tol, FLOOR_TORCH, what=f"{what} final ")
+
+
+def test_one_layer_with_a_head_only():
+    X, Y = np.zeros((3, 2), dtype=int), np.zeros((3, 2), dtype=int)
+    for fn in (loss_and_grad_checkpointed, rtrl):
+        with pytest.raises(ValueError, match="one-layer, one-direction"):
+            fn(RNN(3, 4, 3, num_layers=2), X, Y)
+        with pytest.raises(ValueError, match="one-layer, one-direction"):
+            fn(GRU(3, 4, 3, bidirectional=True), X, Y)
+        with pytest.raises(TypeError, match="output layer"):
+            fn(LSTM(3, 4), X, Y)
+
+
 def test_checkpointed_all_masked_and_zero_h0():
     m, X, Y, _, _ = problem("LSTM", 9)
     mask = np.zeros((9, 2), dtype=bool)
