@@ -182,7 +182,7 @@ class HessianFree:
         """
         model, lam, mu = self.model, self.damping, self.structural_damping
         products = 0
-        if mu == 0 and hasattr(model, "gvp_operator"):
+        if hasattr(model, "gvp_operator"):  # one forward/backward pass shared by every product of the step
             E0, grads, product = model.gvp_operator(X, Y, **kw)
         else:
             E0, grads = model.loss_and_grad(X, Y, **kw)
@@ -198,8 +198,11 @@ class HessianFree:
             nonlocal products
             products += 1
             v = self._unflat(x)
-            if damped and mu > 0:
-                Gv = model.gvp(X, Y, v, structural_damping=lam * mu, **kw)[2]  # G v + lambda mu S v
+            if damped and mu > 0:  # G v + lambda mu S v
+                if product is not None:
+                    Gv = product(v, structural_damping=lam * mu)
+                else:
+                    Gv = model.gvp(X, Y, v, structural_damping=lam * mu, **kw)[2]
             elif product is not None:
                 Gv = product(v)
             else:
