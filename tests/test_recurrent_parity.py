@@ -39,6 +39,11 @@ from tests.strategies import DrawPick
 CLASSES = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
 
 
+def examples(n):
+    """``n`` examples under the default ``ci`` profile (50), proportionally more under dev and thorough."""
+    return max(n, n * settings.default.max_examples // 50)
+
+
 @st.composite
 def stacked_cases(draw, dtypes=(np.float64,), max_T=5, max_N=3, max_size=4, max_layers=3, truncate=True,
                   losses=("cross_entropy", "squared_error")):
@@ -98,7 +103,7 @@ def grads_equal_torch(case):
     assert_grads_close(g, g_t, tol, FLOOR_TORCH, what=describe(case))
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(data=st.data())
 def test_stacked_grads_equal_torch(data):
     case = data.draw(stacked_cases(dtypes=(np.float64, np.float32)), label="case")
@@ -128,7 +133,7 @@ def grads_equal_finite_differences(case):
     assert_grads_close(g, numeric, TOL_FD, FLOOR_FD, what=describe(case) + "vs finite differences: ")
 
 
-@settings(max_examples=2)
+@settings(max_examples=examples(2))
 @given(data=st.data())
 def test_stacked_grads_equal_finite_differences(data):
     case = data.draw(stacked_cases(max_T=3, max_N=2, max_size=2, max_layers=2, truncate=False), label="case")
@@ -171,7 +176,7 @@ def module_vjp_and_outputs_equal_torch(case, seed):
     assert_grads_close(g, g_t, tol, FLOOR_TORCH, what=describe(case) + "vjp: ")
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(data=st.data())
 def test_module_vjp_equals_torch_autograd_grad(data):
     case = data.draw(stacked_cases(dtypes=(np.float64, np.float32)), label="case")
@@ -207,7 +212,7 @@ def jvp_equals_torch(case, seed):
     assert abs(dE - dE_t) <= 1e-10 * max(scale, 1e-12), f"{describe(case)}jvp {dE!r} vs torch {dE_t!r}"
 
 
-@settings(max_examples=4)
+@settings(max_examples=examples(4))
 @given(data=st.data())
 def test_jvp_equals_torch_func_jvp(data):
     case = data.draw(stacked_cases(truncate=False), label="case")
@@ -396,3 +401,15 @@ def test_bad_options_and_arguments_raise_and_leave_params_unchanged():
     with pytest.raises(ValueError, match=r"d_out must have shape \(T=5, N=3, D\*H_out=4\)"):
         bare.vjp(X, np.zeros((T, N, 3)))
     assert all(np.array_equal(m.params[k], before[k]) for k in before)
+
+
+def test_a_layered_model_survives_a_checkpoint(tmp_path):
+    from manual_bp import checkpoint
+
+    m = LSTM(3, 4, 2, num_layers=2, bidirectional=True, proj_size=3, batch_first=True, dropout=0.2, seed=1)
+    m.params = randomize_params(m.params, np.random.default_rng(0))
+    checkpoint.save(tmp_path / "m.npz", m)
+    back = checkpoint.load(tmp_path / "m.npz").model
+    assert type(back) is LSTM and back.config() == m.config()
+    assert set(back.params) == set(m.params)
+    assert all(np.array_equal(back.params[k], m.params[k]) for k in m.params)
