@@ -195,7 +195,7 @@ def plan(quick: bool) -> list:
         for method in ["full", "sqrt", "torch full", "torch ckpt"]:
             specs.append({"cell": "LSTM", "H": H, "T": T, "method": method,
                           "trace": not method.startswith("torch")})
-    for h, T in [(8, 20), (16, 20), (32, 20)] if quick else [(8, 40), (16, 40), (32, 20), (64, 10)]:
+    for h, T in [(8, 20), (16, 20), (32, 10)] if quick else [(8, 40), (16, 40), (32, 20), (64, 8), (128, 3)]:
         specs.append({"cell": "RNN", "H": h, "T": T, "method": "rtrl", "trace": False, "group": "rtrl-H"})
     for T in Ts:
         for method in ["rtrl", "full"]:
@@ -219,17 +219,16 @@ def fit_power(xs, ys) -> float:
 
 
 def fit_revolve(rows):
-    """Least squares ``seconds = a T + b t(T, s)`` over the revolve runs; the worst relative residual."""
-    pts = [(r["T"], r["forward_steps"], r["seconds"]) for r in rows]
-    s11 = sum(T * T for T, _, _ in pts)
-    s12 = sum(T * f for T, f, _ in pts)
-    s22 = sum(f * f for _, f, _ in pts)
-    y1 = sum(T * y for T, _, y in pts)
-    y2 = sum(f * y for _, f, y in pts)
+    """``seconds = a T + b t(T, s)`` fitted to the revolve runs by least squares on the relative error
+    (each run weighs the same); returns a, b and each run's measured/predicted ratio."""
+    pts = [(r["T"] / r["seconds"], r["forward_steps"] / r["seconds"]) for r in rows]  # rows of A, rhs 1
+    s11 = sum(u * u for u, _ in pts)
+    s12 = sum(u * v for u, v in pts)
+    s22 = sum(v * v for _, v in pts)
+    y1, y2 = sum(u for u, _ in pts), sum(v for _, v in pts)
     det = s11 * s22 - s12 * s12
     a, b = (y1 * s22 - y2 * s12) / det, (s11 * y2 - s12 * y1) / det
-    worst = max(abs(a * T + b * f - y) / y for T, f, y in pts)
-    return a, b, worst
+    return a, b, [r["seconds"] / (a * r["T"] + b * r["forward_steps"]) for r in rows]
 
 
 def tables(results) -> str:
@@ -251,8 +250,13 @@ def tables(results) -> str:
                     continue
                 t_rel = f"{r['seconds'] / full['seconds']:.2f}x" if full else ""
                 mem = r.get("traced_peak") if not r["method"].startswith("torch") else None
-                full_mem = full.get("traced_peak") if full else None
-                m_rel = f"1/{full_mem / mem:.0f}" if mem and full_mem and r is not full else ""
+                m_rel = ""
+                if full and r is not full:  # the same measure on both sides: tracemalloc, else RSS
+                    key = "traced_peak" if mem and full.get("traced_peak") else "rss_peak"
+                    if r.get(key) and full.get(key):
+                        ratio = full[key] / r[key]
+                        m_rel = f"1/{ratio:.0f}" if ratio >= 1 else f"{1 / ratio:.1f}x"
+                        m_rel += "" if key == "traced_peak" else " (RSS)"
                 extra = r.get("forward_steps", T if r["method"] == "torch ckpt" else 0)  # torch reruns all
                 out.append(f"| {T:,} | {r['method']} | {r.get('stored', '')} | {extra} | "
                            f"{r['us_per_step']:.1f} | {t_rel} | {_mb(r['rss_peak'])} | {_mb(mem)} | "
@@ -268,8 +272,12 @@ def summary(results) -> str:
         Hs, us = [r["H"] for r in rt_h], [r["us_per_step"] for r in rt_h]
         lines.append("RTRL time per step against H (RNN, D=16, N=8): " + ", ".join(
             f"H={h}: {u:,.0f} us" for h, u in zip(Hs, us)))
+        flops = [2 * N * h * h * (h * (D + h + 1) + h) for h in Hs]  # W M^h_{t-1}: (H, H) @ (H, P + H)
         lines.append(f"fitted exponent over all H: {fit_power(Hs, us):.2f}; over the three largest: "
-                     f"{fit_power(Hs[-3:], us[-3:]):.2f} (flops: 2 N H^2 P, P = H(D+H+1): exponent -> 4)")
+                     f"{fit_power(Hs[-3:], us[-3:]):.2f}; the flops of W M (2 N H^2 (P + H), "
+                     f"P = H (D + H + 1)) "
+                     f"grow with exponent {fit_power(Hs[-3:], flops[-3:]):.2f} there (-> 4 as H >> D), at "
+                     + ", ".join(f"{f / u / 1e3:.1f}" for f, u in zip(flops, us)) + " GFLOP/s")
     rt_t = [r for r in results if r.get("group") == "rtrl-T" and "error" not in r]
     if rt_t:
         lines.append("RTRL (H=8) against full BPTT (H=8), tracemalloc peak / time per step:")
@@ -277,15 +285,18 @@ def summary(results) -> str:
             pair = {r["method"]: r for r in rt_t if r["T"] == T}
             if "rtrl" in pair and "full" in pair:
                 rt, fu = pair["rtrl"], pair["full"]
-                lines.append(f"  T={T:,}: RTRL {_mb(rt.get('traced_peak'))} MB "
+                lines.append(f"  T={T:,}: RTRL {_mb(rt.get('traced_peak')) or '-'} MB "
                              f"(RSS +{_mb(rt['rss_peak'])} MB), "
-                             f"{rt['us_per_step']:.0f} us/step; full BPTT {_mb(fu.get('traced_peak'))} MB "
+                             f"{rt['us_per_step']:.0f} us/step; "
+                             f"full BPTT {_mb(fu.get('traced_peak')) or '-'} MB "
                              f"(RSS +{_mb(fu['rss_peak'])} MB), {fu['us_per_step']:.0f} us/step")
-    rev = [r for r in results if r["method"].startswith("revolve") and "error" not in r and "group" not in r]
+    rev = [r for r in results if r["method"].startswith("revolve") and "error" not in r and "group" not in r
+           and r["T"] >= 1000]
     if len(rev) >= 3:
-        a, b, worst = fit_revolve(rev)
-        lines.append(f"revolve time = {a * 1e6:.0f} us x T (turns) + {b * 1e6:.1f} us x t(T, s) (advanced "
-                     f"steps); worst relative residual over {len(rev)} runs: {worst:.0%}")
+        a, b, ratios = fit_revolve(rev)
+        lines.append(f"revolve (T >= 1000) time = {a * 1e6:.0f} us x T (one-step turns) + {b * 1e6:.1f} us x "
+                     f"t(T, s) (advanced steps); measured / fitted: " + ", ".join(
+                         f"T={r['T']:,} {r['method']}: {q:.2f}" for r, q in zip(rev, ratios)))
     losses = {}
     for r in results:
         if "error" not in r and "group" not in r:
