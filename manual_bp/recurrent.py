@@ -798,10 +798,11 @@ class Recurrent:
 
     # ------------------------------------------------------------------ the stack, forward
     @staticmethod
-    def _reverse(x, call):
-        """(BD1, PK3) each sequence's steps reversed (the first L_n of sequence n with lengths); a copy."""
+    def _reverse(x, call, view=False):
+        """(BD1, PK3) each sequence's steps reversed (the first L_n of sequence n with lengths): a copy, or
+        with ``view`` a view where one can be (no lengths)."""
         if call.rev is None:
-            return np.ascontiguousarray(x[::-1])
+            return x[::-1] if view else np.ascontiguousarray(x[::-1])
         return x[call.rev, np.arange(x.shape[1])]
 
     def _layer_output(self, layer_states, call):
@@ -810,8 +811,8 @@ class Recurrent:
             return layer_states[0][1:]  # a view: the one-direction output is the state sequence itself
         T, N, Ho = layer_states[0].shape[0] - 1, layer_states[0].shape[1], layer_states[0].shape[2]
         y = np.empty((T, N, len(layer_states) * Ho), dtype=layer_states[0].dtype)
-        for d, h in enumerate(layer_states):
-            y[..., d * Ho : (d + 1) * Ho] = h[1:] if d == 0 else self._reverse(h[1:], call)  # (BD1)
+        for d, h in enumerate(layer_states):  # (BD1) the reverse direction's outputs reversed back
+            y[..., d * Ho : (d + 1) * Ho] = h[1:] if d == 0 else self._reverse(h[1:], call, view=True)
         if call.live is not None:
             y *= call.live[..., None]  # (PK1) y_t = 0 past the end
         return y
@@ -971,7 +972,7 @@ class Recurrent:
                 else:
                     dh = d_out if Dd == 1 else d_out[..., d * Ho : (d + 1) * Ho]
                     if d == 1:
-                        dh = self._reverse(dh, call)  # (BD2)
+                        dh = self._reverse(dh, call, view=True)  # (BD2) read one step at a time
                     if call.live is not None:
                         dh = dh * call.live[..., None]  # (PK2) y_t is the constant 0 past the end
                     fin = None if d_final is None else self._cell_state(d_final, k)
@@ -987,9 +988,10 @@ class Recurrent:
                         GH = cell.GATES * cell.hidden_size
                         dx = np.matmul(dG.reshape(T * N, -1)[:, :GH], cell.params["U"])  # (ST5)
                         dx = dx.reshape(T, N, -1)
-                        if d == 1:
-                            dx = self._reverse(dx, call)  # (BD2)
-                        d_in = dx if d_in is None else d_in + dx  # (ST6) both directions
+                        if d_in is None:
+                            d_in = dx if d == 0 else self._reverse(dx, call)
+                        else:
+                            d_in += self._reverse(dx, call, view=True)  # (ST6) both directions, (BD2)
             if l > 0:
                 if lagged:
                     d_in_lags = d_in if call.drop is None else [
