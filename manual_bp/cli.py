@@ -318,7 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bar (default: a bar on stderr when it is a terminal)",
     )
-    for leaf in (check, mlp, lm, adding, van):
+    from .gradcheck_command import add_parser as add_gradcheck
+
+    grad = add_gradcheck(sub)
+    for leaf in (check, mlp, lm, adding, van, grad):
         leaf.set_defaults(parser=leaf)  # unrecognized arguments are reported with the command's own name
     return parser
 
@@ -498,7 +501,18 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-COMMANDS = {"check": _cmd_check, "train": _cmd_train, "vanishing": _cmd_vanishing}
+def _cmd_gradcheck(args) -> int:
+    from .gradcheck_command import run
+
+    return run(args)
+
+
+COMMANDS = {
+    "check": _cmd_check,
+    "train": _cmd_train,
+    "vanishing": _cmd_vanishing,
+    "gradcheck": _cmd_gradcheck,
+}
 
 
 def main(argv=None) -> int:

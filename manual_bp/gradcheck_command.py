@@ -40,13 +40,15 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "grad", metavar="MODULE:GRAD", help="grad(params) -> dict of arrays (or (loss, dict))"
     )
-    parser.add_argument("--params", required=True, metavar="FILE.npz", help="the point: named float arrays")
+    parser.add_argument(
+        "--params", required=True, metavar="FILE.npz", help="the point: named float arrays (required; no default)"
+    )
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="a few random directions (cost independent of the parameter count)",
+        help="a few random directions, cost independent of the parameter count (default: every element)",
     )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (default: text)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random directions (default 0)")
     return parser
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from manual_bp.check import format_table, run_check
@@ -158,3 +159,21 @@ def test_check_reports_progress_per_case_and_no_progress_flag_is_accepted(capsys
     assert main(["check", "--n", "1", "--models", "logreg", "--no-progress"]) == 0
     out, err = capsys.readouterr()
     assert "1 passed, 0 failed" in out and err == ""
+
+
+def test_gradcheck_is_a_manual_bp_command(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine.py").write_text(
+        "import numpy as np\n"
+        "def loss(p): return float((p['w'] ** 3).sum())\n"
+        "def grad(p): return {'w': 3 * p['w'] ** 2}\n"
+        "def wrong(p): return {'w': 3 * p['w'] ** 2 + 0.01 * p['w']}\n"
+    )
+    np.savez(tmp_path / "p.npz", w=np.array([0.3, -1.2, 2.0]))
+    monkeypatch.chdir(tmp_path)
+    assert main(["gradcheck", "mine:loss", "mine:grad", "--params", "p.npz"]) == 0
+    assert "PASS w (3,)" in capsys.readouterr().out
+    assert main(["gradcheck", "mine:loss", "mine:wrong", "--params", "p.npz"]) == 1
+    assert "FAIL w (3,)" in capsys.readouterr().out
+    assert main(["gradcheck", "mine:loss", "mine:nope", "--params", "p.npz"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "has no function 'nope'" in err
