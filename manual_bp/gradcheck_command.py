@@ -41,7 +41,10 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "grad", metavar="MODULE:GRAD", help="grad(params) -> dict of arrays (or (loss, dict))"
     )
     parser.add_argument(
-        "--params", required=True, metavar="FILE.npz", help="the point: named float arrays (required; no default)"
+        "--params",
+        required=True,
+        metavar="FILE.npz",
+        help="the point: named float arrays (required; no default)",
     )
     parser.add_argument(
         "--fast",
