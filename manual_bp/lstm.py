@@ -103,12 +103,16 @@ class LSTM(Recurrent):
         h, c, tanh_c = cache["h"], cache["c"], cache["tanh_c"]
         gates = cache["gates"][s]  # (N, 4H): holds U x_t + b, becomes [i f g o]
         gates += np.matmul(h[s], cache["W_T"], out=work)  # (L1) one product for all four gates
-        sigmoid(gates[:, : 2 * H], out=gates[:, : 2 * H])  # (L2) i, f
-        np.tanh(gates[:, 2 * H : 3 * H], out=gates[:, 2 * H : 3 * H])  # (L2) g
-        sigmoid(gates[:, 3 * H :], out=gates[:, 3 * H :])  # (L2) o
-        i, f, g, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        # each gate on a contiguous copy of its block (elementwise work runs faster there than on the
+        # strided views), then stored back for backward: the same operations, so the same values
+        i, f, g, o = (np.ascontiguousarray(gates[:, k * H : (k + 1) * H]) for k in range(4))
+        sigmoid(i, out=i)  # (L2)
+        sigmoid(f, out=f)  # (L2)
+        np.tanh(g, out=g)  # (L2)
+        sigmoid(o, out=o)  # (L2)
+        gates[:, :H], gates[:, H : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :] = i, f, g, o
         np.multiply(f, c[s], out=c[s + 1])  # (L3) f ⊙ c_{t-1}
-        c[s + 1] += np.multiply(i, g, out=work[:, :H])  # (L3) + i ⊙ g
+        c[s + 1] += np.multiply(i, g, out=i)  # (L3) + i ⊙ g
         np.tanh(c[s + 1], out=tanh_c[s])
         if self.proj_size:
             m = np.multiply(o, tanh_c[s], out=cache["m"][s])  # (PR1) m_t = o ⊙ tanh(c_t)
