@@ -105,7 +105,7 @@ class LSTM(Recurrent):
         gates += np.matmul(h[s], cache["W_T"], out=work)  # (L1) one product for all four gates
         # each gate on a contiguous copy of its block (elementwise work runs faster there than on the
         # strided views), then stored back for backward: the same operations, so the same values
-        i, f, g, o = (np.ascontiguousarray(gates[:, k * H : (k + 1) * H]) for k in range(4))
+        i, f, g, o = (gates[:, k * H : (k + 1) * H].copy() for k in range(4))  # copies, even where N = 1
         sigmoid(i, out=i)  # (L2)
         sigmoid(f, out=f)  # (L2)
         np.tanh(g, out=g)  # (L2)
