@@ -25,12 +25,15 @@ The Taylor-remainder test. Along a direction v, with the gradient g under test,
 
 so r falls as h^2 when <g, v> is right and as h when it is wrong, whatever the step. Steps and direction:
 
-    (GC3)  h_j = h_max 10^(-j/2) (h_max = 0.1),   v_i = z_i s_k,  z_i ~ N(0, 1),
+    (GC3)  h_j = h_max 10^(-j)  (h_max = 0.1),    v_i = z_i s_k,  z_i ~ N(0, 1),
 
 where s_k is the root-mean-square of the array that element i belongs to (of all parameters, or 1, when
 that is zero): h is a relative size of the move, whatever the scale of theta. The move is made in the
 parameter's dtype, Delta = fl(theta + h v) - theta, and <g, Delta> (exact in float64) replaces h <g, v>,
-so the rounding of theta + h v to float32 adds nothing to R.
+so the rounding of theta + h v to float32 adds nothing to R. When E barely responds to h_max (weights of
+1e-6 under a loss of order 1: the change is under 1e5 noise floors), h_max grows tenfold, up to 1e4, until
+it does, provided that response is below 1e-6 |E| (so only in float64); a grown descent is believed only
+if it passes or fails cleanly (below), else the verdict at h = 0.1 stands.
 
 Rounding noise. With u the unit roundoff E is computed in (the parameters' dtype's, or float32's when every
 value E returns is exactly a float32), a remainder below the floor
@@ -40,38 +43,58 @@ value E returns is exactly a float32), a remainder below the floor
 carries no information. n_emp is measured: half the second difference |R(k u) + R(-k u)| / 2 at moves of
 k = 16 and 64 units of roundoff, where every Taylor term is far below rounding and the gradient cancels,
 so it counts E's own cancellation (a loss that is a small difference of large terms rounds far worse
-than u |E|). The descent in h stops once both R(h) and R(-h) lie below nu at two consecutive steps.
+than u |E|). The descent in h stops once both R(h) and R(-h) lie below nu at two consecutive steps, or
+once four steps show a clean first-order odd part (below) far above nu beside an O(h^2) even part.
 
-Orders and verdict. Fitting r alone mixes two things: where h^2 v^T H v / 2 is large (float32 forces
-steps of 1e-2) it hides a first-order error, and where the h and h^2 terms cancel r dips to zero. R(h) and
+Orders. Fitting r alone mixes two things: where h^2 v^T H v / 2 is large (float32 keeps the steps at
+1e-3..1e-1) it hides a first-order error, and where the h and h^2 terms cancel r dips to zero. R(h) and
 R(-h) separate them into an even part and an odd part:
 
     (GC5)  E(h) = [R(h) + R(-h)] / 2 = h^2/2 v^T H v + O(h^4)          (curvature; at a kink: O(h))
            S(h) = [R(h) - R(-h)] / 2 = h (<grad E, v> - <g, v>) + O(h^3)   (the gradient's error)
 
-Over the window (the three smallest steps where R(h) or R(-h) clears the floor), the least-squares slopes
-of log r, log S and log |R(h) + R(-h)| against log h are the orders p, s and q. The verdict:
+The window is the three smallest steps where R(h) or R(-h) exceeds 3 nu; there the least-squares slopes of
+log r, log |S| and log |E| against log h are the orders p, s and q (each over its points above the floor).
 
-    (GC6)  s in [0.6, 1.5) over 3 steps (S falls as h)         -> wrong ("fail"), but a kink if q < 1.5
-                                                                   and S < 2 E, or if a kink is crossed;
-           S below the floor, or s >= 2 (S falls as h^3)      -> right ("pass"), or a kink if q < 1.5;
-           nothing above the floor at any step                 -> right to rounding ("rounding") if E
-                                                                   changed by 20 floors, else "unresolved".
+The verdict. The odd part decides; the even part tells kinks and curvature from bugs:
 
-r's own order p is reported beside (about 2 right, about 1 wrong) and decides when S is resolved at one
-step only. If E is exactly linear along v, a right gradient leaves only rounding and a wrong one gives
-S = h |delta| exactly; if E is exactly quadratic, S is rounding for a right gradient. Resolution: an error
-delta in <g, v> shows once h |delta| clears nu while the O(h^3) part stays below it, about
-(kappa u |E|)^(2/3) |E'''|^(1/3): ~1e-10 relative in float64, ~1e-4 in float32 (float32 steps of 1e-2..1e-1).
+    (GC6)  s in [0.6, 1.3) over 3 steps, or in 1 +- 0.15 over 2
+           with S > 2 |E| at both (a symmetric remainder):          "fail" (S falls as h: <g, v> is off),
+                                                                   unless a kink explains it: "kink";
+           s in [1.3, 2):                                          "unresolved" (steps not asymptotic);
+           S below the floor, or s >= 2 (S falls as h^3):          "pass", or "kink" if q < 1.5;
+           S > 2 |E| but above the floor at one step only:         p decides (>= 1.5 pass, else fail);
+           nothing above the floor at any step:                    "rounding" (a pass);
+           and a pass (or rounding) whose odd part does not bound a first-order error below 1% of the
+           gradient's own term, min_h max(|S(h)|, nu) / (h sum_i |g_i v_i|) > 1e-2: "unresolved" (unless
+           E does not move at all and g is zero along v).
+
+r's own order p (about 2 right, about 1 wrong) is reported beside. If E is exactly linear along v, a right
+gradient leaves only rounding and a wrong one gives S = h |delta| exactly; if E is exactly quadratic, S is
+rounding for a right gradient. Resolution: an error delta in <g, v> shows once h |delta| clears nu while
+the O(h^3) part stays below it, about (kappa u |E|)^(2/3) |E'''|^(1/3): ~1e-10 of a directional derivative
+in float64, ~1e-4 in float32.
 
 Kinks. Where E is not differentiable along v (a relu pre-activation at 0) the one-sided slopes differ and
-the even part is first order: |R(h) + R(-h)| ~ h |phi'(0+) - phi'(0-)| (q ~ 1) instead of h^2 |v^T H v|.
+the even part is first order: |E(h)| ~ h |phi'(0+) - phi'(0-)| / 2 (q ~ 1) instead of h^2 |v^T H v| / 2.
 That is reported "not differentiable here", not as a failure (Chainer's detect_nondifferentiable compares
-one-sided fits the same way). A kink crossed within the steps (a relu pre-activation within 1% of 0, seen
-in float32, whose floor keeps the steps large) makes r or the even part rise faster than h^2.5, or the
-larger one-sided remainder drop off a cliff (by more than (h_j / h_j+1)^2.5) below the window; a first-order
-S is then reported as a kink too. Per element, one-sided differences D+ and D- that disagree by more than
-half of max(|D+| + |D-|, 0.1 max |central difference| of the array) mark the element as sitting on a kink.
+one-sided fits the same way), unless S exceeds twice E (the gradient lies well outside the one-sided
+slopes). A kink crossed at a small distance h_k (a relu pre-activation within 1% of 0, seen in float32,
+whose floor keeps the steps large) adds Delta_s (h - h_k) to one side only: a first-order term in the even
+part as large as the odd part's (least-squares fits E = alpha h + beta h^2, S = gamma h + zeta h^3 over the
+window: |alpha| >= |gamma| / 2; or, at the smallest steps, |E| >= |S| / 2 with |E| / |S| shrinking less
+than fivefold from the step before, where a smooth function's shrinks tenfold), or E rising faster than
+h^2.5, or the larger one-sided remainder dropping off a cliff (by more than (h_j / h_j+1)^2.5) below the
+window; a first-order S is then a kink
+too. A grown descent's "fail" counts only if clean: no kink sign and q in [1.5, 2.5] (or E unresolved).
+Per element, one-sided differences D+ and D- that disagree by more than half of
+max(|D+| + |D-|, 0.1 max |central difference| of the array) mark the element as sitting on a kink.
+
+Directions. Full mode: one direction per parameter array; when the array's central differences (GC7)
+disagree with g beyond the allowance while that direction passed, a second one along the discrepancy
+g - num itself (a random direction can be nearly orthogonal to an error). Fast mode: a few directions over
+all parameters; when one fails, each array is probed along its share of that direction (then along a
+fresh one) to name the culprit, and a failure no array confirms is reported "unresolved".
 
 Central differences per element (full mode), with a step sized for the dtype and the scale:
 
@@ -110,7 +133,7 @@ H_RATIO = 0.1  # (GC3) ratio of consecutive steps
 MAX_STEPS = 40  # (GC3) at most this many steps per direction
 KAPPA = 10.0  # (GC4) safety factor on the noise floor
 PROBES = (16.0, 64.0)  # (GC4) moves, in units of roundoff, that measure E's rounding noise
-RESOLVE = 20.0  # (GC6) E must change by RESOLVE floors under the largest move to call silence "rounding"
+PASS_RESOLUTION = 1e-2  # (GC6) "pass" and "rounding" need the odd part to resolve errors of 1% of f's change
 WINDOW = 3  # (GC5) smallest steps above the floor used for the fits
 MARGIN = 3.0  # (GC5) a window step has a one-sided remainder above MARGIN times its floor
 ORDER_PASS = 1.5  # (GC6) order 2 (odd part: 3) passes, order 1 fails
@@ -169,6 +192,7 @@ class TaylorProbe:
     analytic: float = float("nan")
     numeric: float = float("nan")
     detail: str = ""
+    bound: float = float("inf")  # the odd part's bound on a first-order error, relative to sum |g_i v_i|
 
     @property
     def ok(self) -> bool:
@@ -187,7 +211,10 @@ class TaylorProbe:
         def fmt(x):
             return "n/a" if x is None else f"{x:.2f}"
 
-        text = f"Taylor order {fmt(self.order)} (pass needs >= {ORDER_PASS}; odd part {fmt(self.odd_order)})"
+        text = (
+            f"Taylor order {fmt(self.order)} (right ~2, wrong ~1), odd part {fmt(self.odd_order)} "
+            "(right >= 2 or noise, wrong ~1)"
+        )
         if self.window:
             text += f" over h in [{self.window[0]:.1e}, {self.window[1]:.1e}]"
         if self.verdict == "kink":
@@ -196,6 +223,8 @@ class TaylorProbe:
                 f"h^{fmt(self.kink_order)}: a kink, or curvature too strong for the steps this precision "
                 f"allows); {text}"
             )
+        if self.verdict == "pass" and math.isfinite(self.bound):
+            text += f"; right to {self.bound:.0e} of sum |g_i v_i|"
         if self.verdict in ("fail", "kink", "unresolved") and math.isfinite(self.analytic):
             text += f"; directional derivative: gradient {self.analytic:.6g}, differences {self.numeric:.6g}"
         if self.detail:
@@ -215,6 +244,7 @@ class TaylorProbe:
             "steps": [float(h) for h in self.steps],
             "remainders": [_json_float(r) for r in self.remainders],
             "floors": [float(x) for x in self.floors],
+            "bound": _json_float(self.bound),
             "detail": self.detail,
         }
 
@@ -685,7 +715,22 @@ def _first_order_share(hs, vp, vm, win) -> float:
     return _norm(alpha) / max(_norm(gamma), 1e-300)
 
 
-def _taylor_probe(R, label, u, noise, analytic=float("nan")) -> TaylorProbe:
+def _even_keeps_up(hs, vp, vm, steps, both) -> bool:
+    """At the small-h end the even part is as large as the odd part and does not fall behind it (GC6).
+
+    For a smooth function |E| / |S| = h |v^T H v| / 2 |delta| shrinks tenfold per step; a kink crossed
+    adds Delta_s (h - h_k) to one side, an even and an odd part of the same size, so |E| / |S| stays ~1.
+    """
+    for i in steps:
+        if i - 1 not in both or i not in both:
+            continue
+        ratio = [0.5 * _norm(vp[j] + vm[j]) / max(0.5 * _norm(vp[j] - vm[j]), 1e-300) for j in (i - 1, i)]
+        if ratio[1] >= KINK_SHARE and ratio[1] >= 0.2 * ratio[0]:  # smooth: 0.1 (a tenth per step)
+            return True
+    return False
+
+
+def _taylor_probe(R, label, u, noise, analytic=float("nan"), size=0.0) -> TaylorProbe:
     """The Taylor test along one direction: steps (GC3), floors (GC4), orders (GC5), verdict (GC6).
 
     ``R(h) -> (signed remainder vector, magnitude of the function's value, size of the change of f)``;
@@ -702,7 +747,7 @@ def _taylor_probe(R, label, u, noise, analytic=float("nan")) -> TaylorProbe:
             cache[h] = R(h)
         return cache[h]
 
-    probe, clean, change0, floor0 = _descend_and_judge(at, label, u, noise, H_MAX, analytic)
+    probe, clean, change0, floor0 = _descend_and_judge(at, label, u, noise, H_MAX, analytic, size)
     target = GROW * floor0
     if (
         probe.verdict not in ("rounding", "unresolved")
@@ -723,7 +768,7 @@ def _taylor_probe(R, label, u, noise, analytic=float("nan")) -> TaylorProbe:
     chosen, passed = None, None
     top = h_top
     while top > H_MAX * 1.5:  # each grown top, the largest first (evaluations are cached)
-        grown, clean, _, _ = _descend_and_judge(at, label, u, noise, top, analytic)
+        grown, clean, _, _ = _descend_and_judge(at, label, u, noise, top, analytic, size)
         if grown.verdict == "fail" and clean:
             chosen = (grown, top)  # a clean failure from a smaller top is the more asymptotic one
         elif grown.verdict in ("pass", "rounding") and passed is None:
@@ -739,9 +784,9 @@ def _taylor_probe(R, label, u, noise, analytic=float("nan")) -> TaylorProbe:
     return grown
 
 
-def _descend_and_judge(at, label, u, noise, h_top, analytic):
+def _descend_and_judge(at, label, u, noise, h_top, analytic, size):
     """One descent from ``h_top``: (probe, whether a "fail" is clean, change of f at h_top, its floor)."""
-    hs, vp, vm, rp, rm, fp, fm, change0 = [], [], [], [], [], [], [], None
+    hs, vp, vm, rp, rm, fp, fm, ch, change0 = [], [], [], [], [], [], [], [], None
     below, h = 0, h_top
     while h >= 4.0 * u and len(hs) < MAX_STEPS:  # (GC3) descend to the noise floor
         pv, pmag, change = at(h)
@@ -749,6 +794,7 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic):
         if change0 is None:
             change0 = change
         hs.append(h)
+        ch.append(change)
         vp.append(pv if np.all(np.isfinite(pv)) else None)
         vm.append(mv if np.all(np.isfinite(mv)) else None)
         rp.append(_norm(pv) if vp[-1] is not None else float("nan"))
@@ -783,9 +829,14 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic):
     S = [0.5 * _norm(vp[i] - vm[i]) if i in both else 0.0 for i in range(n)]  # |S(h)| (GC5)
     Jfl = [fp[i] + fm[i] for i in range(n)]
     Sfl = [0.5 * x for x in Jfl]
+    # the bound the odd part puts on a first-order error, relative to the gradient's own first-order term:
+    # |delta| <= max(|S(h)|, floor) / h at every step, against sum_i |g_i v_i|
+    bounds = [max(S[i], Sfl[i]) / (hs[i] * size) for i in both] if size > 0 else []
+    resolution = min(bounds, default=math.inf)
     win = [i for i in both if rp[i] >= MARGIN * fp[i] or rm[i] >= MARGIN * fm[i]][-WINDOW:]  # (GC5)
     if not win:
-        if change0 >= RESOLVE * fp[0]:
+        flat = size == 0 and all(ch[i] < fp[i] for i in both)  # f does not move and g is zero along v
+        if resolution <= PASS_RESOLUTION or flat:
             return (
                 TaylorProbe(
                     label,
@@ -796,8 +847,9 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic):
                     fp,
                     analytic=analytic,
                     numeric=analytic,
-                    detail=f"the directional derivative is right to {fp[0] / change0:.1e} of the "
-                    f"change of f under the largest step",
+                    detail="f does not change and the gradient is zero along v"
+                    if flat
+                    else f"the directional derivative is right to {resolution:.0e} of sum |g_i v_i|",
                 ),
                 False,
                 change0,
@@ -832,22 +884,29 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic):
         return fit, len(keep)
 
     (p, _), (s, n_s), (q, n_j) = order(rp, fp), order(S, Sfl), order(J, Jfl)
-    rho = float(np.median([S[i] / max(0.5 * J[i], Sfl[i]) for i in win]))  # odd part / even part
+    ratios = [S[i] / max(0.5 * J[i], Sfl[i]) for i in win]  # odd part / even part
+    rho = float(np.median(ratios))
     i0 = win[-1]
     numeric = analytic + float(np.sum(vp[i0] - vm[i0])) / (2 * hs[i0])  # the central difference
     kw = dict(window=(hs[win[-1]], hs[win[0]]), kink_order=q, odd_order=s, analytic=analytic, numeric=numeric)
+    kw["bound"] = resolution
     odd_first = s is not None and ODD_MIN <= s < ODD_MAX  # (GC6) S falls as h: the gradient is off
     odd_mixed = s is not None and ODD_MAX <= s < 2.0  # between h (wrong) and h^3 (right): undecided
     even_kink = q is not None and q < ORDER_PASS  # (GC6) E falls as h: the one-sided slopes differ
-    crossing = (q is not None and q > CROSS_ORDER) or (p is not None and p > CROSS_ORDER)  # (GC6)
+    crossing = q is not None and q > CROSS_ORDER  # (GC6) (not p: r dips where S and E cancel)
     if i0 + 1 < n and i0 + 1 in both:
         big, nxt = max(rp[i0], rm[i0]), max(rp[i0 + 1], rm[i0 + 1], 1e-300)
         crossing = crossing or big / nxt > (hs[i0] / hs[i0 + 1]) ** CROSS_ORDER
     clean = False
     if odd_first:
         even_first = _first_order_share(hs, vp, vm, win) >= KINK_SHARE  # a one-sided kink crossed (GC6)
+        last = max(i for i in both if rp[i] >= fp[i] or rm[i] >= fm[i])  # the smallest step resolved at all
+        even_first = even_first or _even_keeps_up(hs, vp, vm, sorted({i0, last}), both)
         verdict = "kink" if (even_kink and rho < ODD_DOMINANT) or crossing or even_first else "fail"
-        if verdict == "fail" and n_s < WINDOW and not (n_s == 2 and abs(s - 1.0) <= ODD_TIGHT):
+        two_steps_enough = (
+            n_s == 2 and abs(s - 1.0) <= ODD_TIGHT and min(ratios) >= ODD_DOMINANT and not even_kink
+        )
+        if verdict == "fail" and n_s < WINDOW and not two_steps_enough:
             verdict = "unresolved"
             kw["detail"] = (
                 f"the odd part falls as h^{s:.2f} over only {n_s} steps above the noise floor: suspicious, "
@@ -870,6 +929,12 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic):
         verdict = "kink"
     else:  # the odd part is O(h^3) or below the floor and E is smooth along v
         verdict = "pass"
+    if verdict == "pass" and resolution > PASS_RESOLUTION:
+        verdict = "unresolved"
+        kw["detail"] = (
+            f"no first-order error shows, but the odd part bounds one only to {resolution:.0e} of "
+            "sum |g_i v_i| (too little signal above the rounding noise; check in float64)"
+        )
     return TaylorProbe(label, verdict, p, hs, rp, fp, **kw), clean, change0, fp[0]
 
 
@@ -900,6 +965,10 @@ class _Scalar:
             return np.array([e - e0 - lin]), max(mag, abs(e0)), abs(e - e0)
 
         return R
+
+    def size(self, v) -> float:
+        """sum_i |g_i v_i|: the claimed first-order change per unit step (the scale of "a 1% error")."""
+        return float(sum(np.sum(np.abs(self.g[k] * v[k])) for k in v))
 
     def analytic(self, v) -> float:
         return float(sum(np.sum(self.g[k] * v[k]) for k in v))
@@ -1049,7 +1118,7 @@ def _run_scalar(scalar: _Scalar, opts: _Options, rng):
 
     def probe(k, mask=None, v=None):
         v = space.direction(rng, [k], mask) if v is None else v
-        return _taylor_probe(scalar.remainder(v, e0), k, u, noise, analytic=scalar.analytic(v))
+        return _taylor_probe(scalar.remainder(v, e0), k, u, noise, scalar.analytic(v), scalar.size(v))
 
     def nonfinite_report(k):
         bad = np.argwhere(~np.isfinite(scalar.g[k]))
@@ -1078,6 +1147,7 @@ def _run_scalar(scalar: _Scalar, opts: _Options, rng):
                     u,
                     noise,
                     analytic=scalar.analytic(vs[-1]),
+                    size=scalar.size(vs[-1]),
                 )
             )
         failed = [v for v, p in zip(vs, directions) if p.verdict == "fail"]
@@ -1484,7 +1554,7 @@ def _jvp_run(f, jvp_fn, space: _Space, y0, opts: _Options, rng):
 
     def run(label, keys):
         t64, jt, R = tangent(keys)
-        probe = _taylor_probe(R, label, u, noise)
+        probe = _taylor_probe(R, label, u, noise, size=_norm(jt))
         if not np.all(np.isfinite(jt)):
             probe.verdict, probe.detail = "fail", "jvp is not finite"
         h = opts.eps if opts.eps is not None else u ** (1.0 / 3.0)

@@ -563,7 +563,7 @@ def test_no_false_alarm_on_vjps_and_jvps(seed, dtype, fast):
     log_scale=st.floats(-1, 0.5),
 )
 def test_wrong_gradients_are_caught_at_sane_scales(seed, dtype, act, log_scale):
-    """The other side: a 10% error in one array is caught (never passed as right) at ordinary scales."""
+    """The other side: a 10% error in one array fails in float64 and is never passed as right in float32."""
     _count("wrong")
     f, p, grad, _ = two_layer(dtype, scale=10.0**log_scale, act=act, seed=seed, N=3, D=2, H=3, O=2)
     g = grad(p)
@@ -572,7 +572,9 @@ def test_wrong_gradients_are_caught_at_sane_scales(seed, dtype, act, log_scale):
         return  # a negligible array: its error is below any resolution
     with _ignore_dtype_warning():
         result = gradcheck(f, p, dict(g, **{key: g[key] * 1.1}), seed=seed)
-    assert result.reports[key].verdict in ("fail", "unresolved"), str(result)
+    # float64 fails it; float32's steps (1e-3..1e-1) may be too coarse to tell: never a pass, though
+    allowed = ("fail",) if dtype == np.float64 else ("fail", "unresolved", "kink")
+    assert result.reports[key].verdict in allowed, str(result)
 
 
 def test_profile_counts():
