@@ -413,3 +413,13 @@ def test_a_layered_model_survives_a_checkpoint(tmp_path):
     assert type(back) is LSTM and back.config() == m.config()
     assert set(back.params) == set(m.params)
     assert all(np.array_equal(back.params[k], m.params[k]) for k in m.params)
+
+
+def test_the_stacked_benchmark_sides_do_equal_work():
+    """benchmarks/stacked.py times ours against nn.LSTM only after both agree; here on a small case."""
+    from benchmarks.stacked import Ours, Torch, check_equal_work
+
+    spec = {"T": 3, "N": 2, "D": 3, "H": 4, "K": 3, "num_layers": 2, "dtype": "float32"}
+    assert check_equal_work(spec)["ok"]
+    Ours(spec).step()
+    Torch(spec).step()
