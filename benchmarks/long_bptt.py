@@ -127,10 +127,30 @@ def _torch(spec, model):
     return run
 
 
+def revolve_sweep(spec) -> dict:
+    """Revolve at one T for several budgets s in this one process, each the best of two calls: its time
+    against its count t(T, s) of advanced steps."""
+    from manual_bp.long_bptt import Schedule, loss_and_grad_checkpointed
+
+    model, X, Y = _model_and_data(spec)
+    loss_and_grad_checkpointed(model, X[:64], Y[:64], snapshots=3)  # warm-up
+    points = []
+    for s in spec["budgets"]:
+        best = math.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            loss_and_grad_checkpointed(model, X, Y, snapshots=s)
+            best = min(best, time.perf_counter() - t0)
+        points.append({"s": s, "forward_steps": Schedule(spec["T"], s).forward_steps, "seconds": best})
+    return {**spec, "points": points}
+
+
 def worker(spec) -> dict:
     """One measurement (see the module docstring), in this fresh process."""
     import tracemalloc
 
+    if spec["method"] == "revolve sweep":
+        return revolve_sweep(spec)
     model, X, Y = _model_and_data(spec)
     fn = _torch(spec, model) if spec["method"].startswith("torch") else _ours(spec, model)
     fn(X[:64], Y[:64])  # warm-up: imports, BLAS and code paths
@@ -181,7 +201,7 @@ def run_one(spec) -> dict:
 
 
 def plan(quick: bool) -> list:
-    """The measurements. tracemalloc's second call only where it costs little (T <= 10,000, and sqrt)."""
+    """The measurements. tracemalloc's second call only where it costs little (T <= 10,000)."""
     Ts = [100, 1000] if quick else [100, 1000, 10_000, 100_000]
     specs = []
     for T in Ts:
@@ -189,7 +209,7 @@ def plan(quick: bool) -> list:
         if T > 10_000:
             methods.remove("revolve s=10")  # about 8 T advanced steps: minutes
         for method in methods:
-            trace = not method.startswith("torch") and (T <= 10_000 or method == "sqrt")
+            trace = not method.startswith("torch") and T <= 10_000
             specs.append({"cell": "RNN", "H": H, "T": T, "method": method, "trace": trace})
     for T in [1000] if quick else [100, 1000, 10_000]:  # the LSTM's full caches: 10 GB at T = 100,000
         for method in ["full", "sqrt", "torch full", "torch ckpt"]:
@@ -197,6 +217,8 @@ def plan(quick: bool) -> list:
                           "trace": not method.startswith("torch")})
     for h, T in [(8, 20), (16, 20), (32, 10)] if quick else [(8, 40), (16, 40), (32, 20), (64, 8), (128, 3)]:
         specs.append({"cell": "RNN", "H": h, "T": T, "method": "rtrl", "trace": False, "group": "rtrl-H"})
+    specs.append({"cell": "RNN", "H": H, "T": 500 if quick else 2000, "method": "revolve sweep",
+                  "budgets": [3, 5, 10, 30, 100, 1000], "group": "revolve-sweep"})
     for T in Ts:
         for method in ["rtrl", "full"]:
             specs.append({"cell": "RNN", "H": 8, "T": T, "method": method, "trace": T <= 10_000,
@@ -297,11 +319,23 @@ def summary(results) -> str:
         lines.append(f"revolve (T >= 1000) time = {a * 1e6:.0f} us x T (one-step turns) + {b * 1e6:.1f} us x "
                      f"t(T, s) (advanced steps); measured / fitted: " + ", ".join(
                          f"T={r['T']:,} {r['method']}: {q:.2f}" for r, q in zip(rev, ratios)))
+    for r in results:
+        if r.get("group") == "revolve-sweep" and "points" in r:
+            pts = r["points"]
+            xs, ys = [p["forward_steps"] for p in pts], [p["seconds"] for p in pts]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            a = my - b * mx
+            r2 = 1 - sum((y - a - b * x) ** 2 for x, y in zip(xs, ys)) / sum((y - my) ** 2 for y in ys)
+            lines.append(f"revolve at T={r['T']:,} in one process: time = {a:.3f} s + {b * 1e6:.1f} us x "
+                         f"t(T, s), R^2 = {r2:.4f}; " + ", ".join(
+                             f"s={p['s']}: t={p['forward_steps']:,} {p['seconds']:.2f} s "
+                             f"(fit {a + b * p['forward_steps']:.2f})" for p in pts))
     losses = {}
     for r in results:
         if "error" not in r and "group" not in r:
             losses.setdefault((r["cell"], r["T"]), []).append(r["loss"])
-    worst = max((max(v) - min(v)) / abs(max(v)) for v in losses.values())
+    worst = max(((max(v) - min(v)) / abs(max(v)) for v in losses.values()), default=0.0)
     lines.append(f"every method's loss agrees with the others' within {worst:.1e} (relative)")
     return "\n".join(lines)
 
@@ -317,8 +351,9 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    (ax_mem, ax_time), (ax_rt_mem, ax_rt_h) = axes
+    fig, axes = plt.subplots(2, 3, figsize=(18, 9))
+    (ax_mem, ax_time, ax_sweep), (ax_rt_mem, ax_rt_h, ax_none) = axes
+    ax_none.axis("off")
     main = [r for r in results if "group" not in r and r["cell"] == "RNN" and "error" not in r]
     styles = {"full": ("C0", "o-"), "sqrt": ("C1", "s-"), "revolve s=10": ("C2", "^-"),
               "revolve s=100": ("C4", "v-"), "torch full": ("C3", "o--"), "torch ckpt": ("C5", "s--")}
@@ -349,10 +384,21 @@ def plot(results, path):
         ax_rt_h.plot(Hs, [us[-1] * (h / Hs[-1]) ** 4 for h in Hs], ":", color="gray", label="slope 4")
         ax_rt_h.set(xscale="log", yscale="log", xlabel="H", ylabel="time per step (us)",
                     title=f"RTRL time per step against H, RNN D={D} N={N}")
+    sweep = next((r for r in results if r.get("group") == "revolve-sweep" and "points" in r), None)
+    if sweep:
+        pts = sweep["points"]
+        ax_sweep.plot([p["forward_steps"] for p in pts], [p["seconds"] for p in pts], "o-", color="C2",
+                      label="revolve, s = " + ", ".join(str(p["s"]) for p in pts))
+        for p in pts:
+            ax_sweep.annotate(f"s={p['s']}", (p["forward_steps"], p["seconds"]), fontsize=8,
+                              textcoords="offset points", xytext=(4, -10))
+        ax_sweep.set(xlabel="advanced steps t(T, s) (RV3)", ylabel="seconds per gradient",
+                     title=f"revolve's time against its count, RNN H={H} T={sweep['T']:,}")
     for ax in axes.flat:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    loads = [r["load"] for r in results]
+        if ax is not ax_none:
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    loads = [r["load"] for r in results if "load" in r]
     fig.suptitle("long sequences: full BPTT, checkpointed BPTT (sqrt, revolve), RTRL, torch; provisional: "
                  f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores", fontsize=10)
     fig.tight_layout()
@@ -376,7 +422,10 @@ def main(argv=None):
     for i, spec in enumerate(specs):
         r = run_one(spec)
         results.append(r)
-        what = r.get("error") or f"{r['us_per_step']:.1f} us/step, RSS +{_mb(r['rss_peak'])} MB"
+        if "points" in r:
+            what = ", ".join(f"s={p['s']}: {p['seconds']:.2f} s" for p in r["points"])
+        else:
+            what = r.get("error") or f"{r['us_per_step']:.1f} us/step, RSS +{_mb(r['rss_peak'])} MB"
         print(f"[{i + 1}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec['cell']} H={spec['H']} "
               f"T={spec['T']:,} {spec['method']}: {what} (load {r['load']:.1f})", file=sys.stderr)
     print(tables(results))
