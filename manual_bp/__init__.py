@@ -4,7 +4,7 @@ Every gradient here is written out from its equations (BP1-BP4, BPTT) and checke
 central finite differences (``manual-bp check``). Importing this package needs NumPy only.
 """
 
-from . import checkpoint, optim, training
+from . import checkpoint, long_bptt, optim, recurrent_second_order, training
 from .gradcheck import GradcheckResult, compare_grads, gradcheck, numerical_grad
 from .gru import GRU
 from .hessian_free import HessianFree
@@ -29,6 +29,8 @@ __all__ = [
     "clip_grad_norm",
     "clip_grad_value",
     "checkpoint",
+    "long_bptt",
+    "recurrent_second_order",
     "training",
     "fit",
     "fit_stream",

@@ -1081,7 +1081,7 @@ class Recurrent:
 
     # ------------------------------------------------------------------ reverse mode
     def loss_and_grad(self, X, Y, h0=None, truncate=None, mask=None, return_state=False, workspace=None,
-                      lengths=None, dropout_masks=None):
+                      lengths=None, dropout_masks=None, snapshots=None):
         """The loss (O3) and its gradient by (truncated) backpropagation through time.
 
         Parameters
@@ -1099,12 +1099,25 @@ class Recurrent:
         lengths : (N,) integers in [1, T], any order, or None: packed sequences (PK1-PK4); steps past a
             sequence's end carry no loss and leave its state alone
         dropout_masks : None (drawn in training mode when dropout > 0) or num_layers-1 keep masks (DO1)
+        snapshots : None (store every state), ``"sqrt"`` or an int s >= 1: checkpointed BPTT, the same
+            full-BPTT gradient from s stored states and recomputation (``manual_bp.long_bptt``; one layer,
+            no truncation): ``"sqrt"`` segments of ~sqrt(T) steps, an int the optimal revolve schedule
 
         Returns
         -------
         ``(loss, grads)`` or ``(loss, grads, state)``; ``grads`` has the keys and shapes of ``params`` plus
         ``"h0"`` = dE/ds_0 (and ``"c0"`` for the LSTM) in the layout of the state, in the model's dtype.
         """
+        if snapshots is not None:
+            from .long_bptt import loss_and_grad_checkpointed
+
+            if lengths is not None or dropout_masks is not None:
+                raise ValueError("snapshots support one-layer models without lengths or dropout masks; got "
+                                 f"lengths={'set' if lengths is not None else None}, dropout_masks="
+                                 f"{'set' if dropout_masks is not None else None}")
+            return loss_and_grad_checkpointed(self, X, Y, h0=h0, mask=mask, snapshots=snapshots,
+                                              return_state=return_state, truncate=truncate,
+                                              workspace=workspace)
         self._need_head("loss_and_grad")
         call = self._check_call(X, Y, h0, mask, lengths, dropout_masks)
         truncate = self._check_truncate(truncate)
@@ -1203,6 +1216,44 @@ class Recurrent:
             else:
                 dstate0.append(np.zeros(tuple(n for _, n in shape), dtype=self.dtype))
         return tan, tuple(dstate0)
+
+    # ------------------------------------------------------------------ forward in time, and second order
+    def rtrl(self, X, Y, h0=None, mask=None, return_state=False, return_influence=False):
+        """The loss and its exact gradient by real-time recurrent learning (forward in time, no history).
+
+        ``manual_bp.long_bptt.rtrl`` (RTRL1-RTRL9): the influence matrices d state_t / d theta are carried
+        forward; memory flat in T, time O(T N H^4) for the RNN. One layer; the same ``(loss, grads)`` as
+        ``loss_and_grad`` to rounding.
+        """
+        from .long_bptt import rtrl
+
+        return rtrl(self, X, Y, h0=h0, mask=mask, return_state=return_state,
+                    return_influence=return_influence)
+
+    def hvp(self, X, Y, v, h0=None, mask=None, truncate=None):
+        """``(E, grads, Hv)``: the exact Hessian-vector product by the R-operator (Pearlmutter 1994).
+
+        ``manual_bp.recurrent_second_order.hvp`` (tags RS, RR, RL, RG, RO, RT): v keyed like ``params``,
+        optionally with ``"h0"`` (``"c0"``); E and grads are ``loss_and_grad``'s bit for bit. A truncated
+        gradient has no Hessian: ``truncate < T-1`` raises ValueError. One layer, one direction, a head.
+        """
+        from .recurrent_second_order import hvp
+
+        return hvp(self, X, Y, v, h0=h0, mask=mask, truncate=truncate)
+
+    def gvp(self, X, Y, v, h0=None, mask=None, truncate=None, structural_damping=0.0):
+        """``(E, grads, Gv)``: the Gauss-Newton product J^T H_L J v (+ mu S v, Martens & Sutskever's
+        structural damping), ``manual_bp.recurrent_second_order.gvp`` (tags GR, SD)."""
+        from .recurrent_second_order import gvp
+
+        return gvp(self, X, Y, v, h0=h0, mask=mask, truncate=truncate, structural_damping=structural_damping)
+
+    def gvp_operator(self, X, Y, h0=None, mask=None, truncate=None):
+        """``(E, grads, product)``: one forward and backward pass shared by many ``product(v[,
+        structural_damping])`` Gauss-Newton products (what Hessian-free's CG iterations call)."""
+        from .recurrent_second_order import gvp_operator
+
+        return gvp_operator(self, X, Y, h0=h0, mask=mask, truncate=truncate)
 
     def jvp(self, X, *args, **kwargs):
         """Forward-mode directional derivative, with no reverse pass.

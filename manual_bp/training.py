@@ -294,7 +294,7 @@ def _loss_and_step(model, optimizer, Xb, Yb, kw, where) -> float:
     computes what it needs (its gradient and Gauss-Newton products) through the model.
     """
     if getattr(optimizer, "takes_model", False):
-        kw = {k: v for k, v in kw.items() if k != "workspace"}
+        kw = {k: v for k, v in kw.items() if k not in ("workspace", "truncate")}  # fit refused a truncation
         try:
             return optimizer.step(Xb, Yb, **kw)["loss_before"]
         except ValueError as exc:
@@ -430,6 +430,9 @@ def fit(
     seq = _is_sequence_model(model)
     if not seq and (mask is not None or truncate is not None):
         raise ValueError("mask and truncate apply to recurrent models only; got them for an MLP")
+    if truncate is not None and getattr(optimizer, "takes_model", False):
+        raise ValueError(f"HessianFree needs the gradient of the loss, and a truncated gradient is not one "
+                         f"(it has no Gauss-Newton matrix); got truncate={truncate!r}")
     axis = 1 if seq else 0
     X, Y = np.asarray(X), np.asarray(Y)
     mask = None if mask is None else np.asarray(mask)
@@ -541,6 +544,7 @@ def fit_stream(
     history=None,
     progress=False,
     callbacks=(),
+    snapshots=None,
 ) -> list:
     """Train a recurrent model on one long stream by truncated BPTT with carried state (FS1-FS5).
 
@@ -561,6 +565,8 @@ def fit_stream(
         evaluated with the same chunking and carried state.
     scheduler, initial_epoch, history, progress, callbacks : as in ``fit``; the run's ``resume`` (and a
         checkpoint's ``extra["fit_stream"]``) holds the keyword arguments that continue it.
+    snapshots : None, ``"sqrt"`` or int: checkpointed BPTT inside each chunk (``loss_and_grad(snapshots=)``),
+        so that a chunk of 10,000 steps stores only some states; the same gradients to rounding.
 
     Returns
     -------
@@ -599,6 +605,14 @@ def fit_stream(
                        what="validation")
     workspace = Workspace()  # the run's reusable per-call arrays, dropped when fit_stream returns
     fit_extra = {"chunk_length": chunk_length, "n_streams": n_streams, "truncate": truncate}
+    lg_kw = {"workspace": workspace}
+    if snapshots is not None:
+        if truncate is not None:
+            raise ValueError("snapshots and truncate do not combine: checkpointing recomputes full BPTT "
+                             f"inside each chunk; got truncate={truncate!r}")
+        from .long_bptt import _check_snapshots  # the same refusal as loss_and_grad(snapshots=...)
+
+        lg_kw["snapshots"] = fit_extra["snapshots"] = _check_snapshots(snapshots)
     n_chunks = -(-M // chunk_length)
 
     for e in range(initial_epoch, epochs):
@@ -610,7 +624,7 @@ def fit_stream(
             Xc = Xs[k * chunk_length : (k + 1) * chunk_length]  # (FS2)
             Yc = Ys[k * chunk_length : (k + 1) * chunk_length]
             E, grads, state = model.loss_and_grad(
-                Xc, Yc, h0=state, truncate=truncate, return_state=True, workspace=workspace
+                Xc, Yc, h0=state, truncate=truncate, return_state=True, **lg_kw
             )  # (FS3)
             _step(optimizer, E, grads, f"epoch {e + 1}, chunk {k + 1}/{n_chunks}")  # (FS4)
             total += E
