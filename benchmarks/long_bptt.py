@@ -201,7 +201,7 @@ def run_one(spec) -> dict:
 
 
 def plan(quick: bool) -> list:
-    """The measurements. tracemalloc's second call only where it costs little (T <= 10,000)."""
+    """The measurements. tracemalloc's second call where it costs little (T <= 10,000; sqrt; RTRL)."""
     Ts = [100, 1000] if quick else [100, 1000, 10_000, 100_000]
     specs = []
     for T in Ts:
@@ -209,7 +209,7 @@ def plan(quick: bool) -> list:
         if T > 10_000:
             methods.remove("revolve s=10")  # about 8 T advanced steps: minutes
         for method in methods:
-            trace = not method.startswith("torch") and T <= 10_000
+            trace = not method.startswith("torch") and (T <= 10_000 or method == "sqrt")
             specs.append({"cell": "RNN", "H": H, "T": T, "method": method, "trace": trace})
     for T in [1000] if quick else [100, 1000, 10_000]:  # the LSTM's full caches: 10 GB at T = 100,000
         for method in ["full", "sqrt", "torch full", "torch ckpt"]:
@@ -221,8 +221,7 @@ def plan(quick: bool) -> list:
                   "budgets": [3, 5, 10, 30, 100, 1000], "group": "revolve-sweep"})
     for T in Ts:
         for method in ["rtrl", "full"]:
-            specs.append({"cell": "RNN", "H": 8, "T": T, "method": method, "trace": T <= 10_000,
-                          "group": "rtrl-T"})
+            specs.append({"cell": "RNN", "H": 8, "T": T, "method": method, "trace": True, "group": "rtrl-T"})
     return specs
 
 
@@ -341,8 +340,22 @@ def summary(results) -> str:
 
 
 def _peak(r):
-    """ours: tracemalloc's peak where measured (else the RSS growth); torch: the RSS growth."""
+    """ours: tracemalloc's peak where measured (else the RSS growth); torch: the RSS growth. MB."""
     return (r.get("traced_peak") or r["rss_peak"]) / 2**20
+
+
+def _memory_lines(ax, rows, styles):
+    """Memory against T for each method: filled markers tracemalloc, hollow markers RSS growth."""
+    for method, (color, style) in styles.items():
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["T"])
+        if not mine:
+            continue
+        ax.plot([r["T"] for r in mine], [_peak(r) for r in mine], style[1:], color=color, label=method)
+        for r in mine:
+            hollow = not r.get("traced_peak")
+            ax.plot(r["T"], _peak(r), style[0], color=color, mfc="none" if hollow else color)
+    ax.set(xscale="log", yscale="log", xlabel="T (steps)",
+           ylabel="peak memory of the call (MB)\nfilled: tracemalloc; hollow: RSS growth")
 
 
 def plot(results, path):
@@ -351,32 +364,48 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(18, 9))
-    (ax_mem, ax_time, ax_sweep), (ax_rt_mem, ax_rt_h, ax_none) = axes
-    ax_none.axis("off")
-    main = [r for r in results if "group" not in r and r["cell"] == "RNN" and "error" not in r]
+    fig, axes = plt.subplots(2, 3, figsize=(18, 9.5))
+    (ax_mem, ax_time, ax_sweep), (ax_lstm, ax_rt_mem, ax_rt_h) = axes
+    ok = [r for r in results if "error" not in r]
+    main = [r for r in ok if "group" not in r]
     styles = {"full": ("C0", "o-"), "sqrt": ("C1", "s-"), "revolve s=10": ("C2", "^-"),
               "revolve s=100": ("C4", "v-"), "torch full": ("C3", "o--"), "torch ckpt": ("C5", "s--")}
+    rnn = [r for r in main if r["cell"] == "RNN"]
+    _memory_lines(ax_mem, rnn, styles)
+    ax_mem.set(title=f"memory, RNN H={H} N={N} D={D} K={K} float64")
     for method, (color, style) in styles.items():
-        rows = sorted((r for r in main if r["method"] == method), key=lambda r: r["T"])
+        rows = sorted((r for r in rnn if r["method"] == method), key=lambda r: r["T"])
         if rows:
-            Ts = [r["T"] for r in rows]
-            ax_mem.plot(Ts, [_peak(r) for r in rows], style, color=color, label=method)
-            ax_time.plot(Ts, [r["us_per_step"] for r in rows], style, color=color, label=method)
-    ax_mem.set(xscale="log", yscale="log", xlabel="T (steps)",
-               ylabel="peak memory of the call (MB)\nours: tracemalloc; torch: RSS growth",
-               title=f"memory, RNN H={H} N={N} D={D} K={K} float64")
+            ax_time.plot([r["T"] for r in rows], [r["us_per_step"] for r in rows], style, color=color,
+                         label=method)
     ax_time.set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="time per step (us)",
-                title="time per step, 1 thread")
-    rt_t = [r for r in results if r.get("group") == "rtrl-T" and "error" not in r]
+                title=f"time per step, RNN H={H}, 1 thread")
+    _memory_lines(ax_lstm, [r for r in main if r["cell"] == "LSTM"], styles)
+    ax_lstm.set(title=f"memory, LSTM H={H} N={N} D={D} K={K} float64")
+    sweep = next((r for r in ok if r.get("group") == "revolve-sweep"), None)
+    if sweep:
+        pts = sorted(sweep["points"], key=lambda p: p["forward_steps"])
+        xs, ys = [p["forward_steps"] for p in pts], [p["seconds"] for p in pts]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        ax_sweep.plot(xs, ys, "o", color="C2", label="revolve, measured")
+        ax_sweep.plot(xs, [my + b * (x - mx) for x in xs], "-", color="gray",
+                      label=f"fit: {my - b * mx:.2f} s + {b * 1e6:.0f} us x t(T, s)")
+        for p in pts:
+            ax_sweep.annotate(f"s={p['s']}", (p["forward_steps"], p["seconds"]), fontsize=8,
+                              textcoords="offset points", xytext=(4, -10))
+        ax_sweep.set(xlabel="advanced steps t(T, s) (RV3)", ylabel="seconds per gradient",
+                     title=f"revolve's time against its count, RNN H={H} T={sweep['T']:,}")
+    rt_t = [r for r in ok if r.get("group") == "rtrl-T"]
     for method, style in (("rtrl", "d-"), ("full", "o-")):
-        rows = sorted((r for r in rt_t if r["method"] == method), key=lambda r: r["T"])
+        rows = [r for r in rt_t if r["method"] == method and r.get("traced_peak")]
+        rows.sort(key=lambda r: r["T"])
         if rows:
             ax_rt_mem.plot([r["T"] for r in rows], [_peak(r) for r in rows], style,
                            label="RTRL" if method == "rtrl" else "full BPTT")
-    ax_rt_mem.set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="peak memory of the call (MB)",
+    ax_rt_mem.set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="tracemalloc peak of the call (MB)",
                   title=f"RTRL against full BPTT, RNN H=8 N={N} D={D}")
-    rt_h = [r for r in results if r.get("group") == "rtrl-H" and "error" not in r]
+    rt_h = [r for r in ok if r.get("group") == "rtrl-H"]
     if rt_h:
         Hs, us = [r["H"] for r in rt_h], [r["us_per_step"] for r in rt_h]
         ax_rt_h.plot(Hs, us, "d-", color="k", label=f"RTRL (exponent over the three largest H: "
@@ -384,20 +413,9 @@ def plot(results, path):
         ax_rt_h.plot(Hs, [us[-1] * (h / Hs[-1]) ** 4 for h in Hs], ":", color="gray", label="slope 4")
         ax_rt_h.set(xscale="log", yscale="log", xlabel="H", ylabel="time per step (us)",
                     title=f"RTRL time per step against H, RNN D={D} N={N}")
-    sweep = next((r for r in results if r.get("group") == "revolve-sweep" and "points" in r), None)
-    if sweep:
-        pts = sweep["points"]
-        ax_sweep.plot([p["forward_steps"] for p in pts], [p["seconds"] for p in pts], "o-", color="C2",
-                      label="revolve, s = " + ", ".join(str(p["s"]) for p in pts))
-        for p in pts:
-            ax_sweep.annotate(f"s={p['s']}", (p["forward_steps"], p["seconds"]), fontsize=8,
-                              textcoords="offset points", xytext=(4, -10))
-        ax_sweep.set(xlabel="advanced steps t(T, s) (RV3)", ylabel="seconds per gradient",
-                     title=f"revolve's time against its count, RNN H={H} T={sweep['T']:,}")
     for ax in axes.flat:
-        if ax is not ax_none:
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     loads = [r["load"] for r in results if "load" in r]
     fig.suptitle("long sequences: full BPTT, checkpointed BPTT (sqrt, revolve), RTRL, torch; provisional: "
                  f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores", fontsize=10)
