@@ -273,7 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"sequence length {_default('adding', 'T')}",
     )
     adding.add_argument(
-        "--steps", metavar="N", type=_positive_int, help=f"Adam steps per model {_default('adding', 'steps')}"
+        "--steps",
+        metavar="N",
+        type=_positive_int,
+        help=f"optimizer steps per model {_default('adding', 'steps')}; with --optimizer hf each step is a "
+        "Hessian-free step of up to 50 CG iterations, so use far fewer (e.g. 100)",
+    )
+    adding.add_argument(
+        "--optimizer",
+        type=str.lower,
+        choices=["adam", "hf"],
+        default="adam",
+        help="adam (default; lr 0.01, clip 1, batches of 50) or hf: Hessian-free with structural damping "
+        "(Martens & Sutskever 2011; batches of 250)",
     )
     adding.add_argument(
         "--hidden", metavar="H", type=_positive_int, help=f"hidden size H {_default('adding', 'hidden')}"
@@ -353,7 +365,7 @@ def _plan(args):
     if args.task == "lm":
         return tasks.plan_lm(model=args.model, text=args.text, save=args.save, seed=args.seed, **s)
     models = [m.lower() for m in RECURRENT_MODELS] if args.model == "all" else [args.model]
-    return tasks.plan_adding(models=models, seed=args.seed, **s)
+    return tasks.plan_adding(models=models, seed=args.seed, optimizer=args.optimizer, **s)
 
 
 def _cmd_train(args) -> int:

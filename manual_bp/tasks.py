@@ -32,6 +32,7 @@ import numpy as np
 
 from . import checkpoint, datasets
 from ._validation import check_int
+from .hessian_free import HessianFree
 from .mlp import MLP
 from .models import RECURRENT_MODELS, model_class
 from .optim import SGD, Adam, ExponentialLR
@@ -826,13 +827,26 @@ def _adding_bytes(T, hidden, test_size, models):
     return data + per_model
 
 
-def plan_adding(models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, test_size=2000, seed=0) -> Plan:
-    """Check everything ``run_adding`` needs (see the module docstring); trains nothing."""
+#: Hessian-free on the adding problem (Martens & Sutskever 2011): fresh batches of 250, at most 50 CG
+#: iterations, initial damping 1, structural damping mu = 0.03 (benchmarks/hessian_free_adding.py's settings)
+ADDING_HF = {"batch_size": 250, "max_cg": 50, "damping": 1.0, "structural_damping": 0.03}
+ADDING_OPTIMIZERS = ("adam", "hf")
+
+
+def plan_adding(models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, test_size=2000, seed=0,
+                optimizer="adam") -> Plan:
+    """Check everything ``run_adding`` needs (see the module docstring); trains nothing.
+
+    ``optimizer``: "adam" (``steps`` Adam steps on batches of 50) or "hf" (``steps`` Hessian-free steps with
+    structural damping on batches of 250, ``ADDING_HF``).
+    """
     T = check_int("T", T, minimum=2)
     steps = check_int("steps", steps, minimum=1)
     hidden = check_int("hidden", hidden, minimum=1)
     test_size = check_int("test_size", test_size, minimum=1)
     seed = check_int("seed", seed, minimum=0)
+    if optimizer not in ADDING_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(ADDING_OPTIMIZERS)}; got {optimizer!r}")
     if isinstance(models, str):
         models = (models,)
     names = [_recurrent_name(m) for m in models]
@@ -854,14 +868,20 @@ def plan_adding(models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, tes
         steps=steps,
         hidden=hidden,
         test_size=test_size,
-        batch_size=ADDING_BATCH,
-        lr=ADDING_LR,
+        batch_size=ADDING_BATCH if optimizer == "adam" else ADDING_HF["batch_size"],
+        lr=ADDING_LR if optimizer == "adam" else None,
+        optimizer=optimizer,
         seed=seed,
     )
+    if optimizer == "adam":
+        how = f"{steps} Adam steps (lr {ADDING_LR}, clip 1) on fresh batches of {ADDING_BATCH}"
+    else:
+        how = (f"{steps} Hessian-free steps (at most {ADDING_HF['max_cg']} CG iterations, damping "
+               f"{ADDING_HF['damping']:g}, structural damping {ADDING_HF['structural_damping']:g}) on fresh "
+               f"batches of {ADDING_HF['batch_size']}")
     header = [
-        f"the adding problem: T={T}, H={hidden}, {steps} Adam steps (lr {ADDING_LR}, clip 1) on fresh "
-        f"batches of {ADDING_BATCH} for {', '.join(names)}, test MSE on {test_size} fresh sequences, "
-        f"seed {seed}; predicting the mean scores {ADDING_BASELINE:.3f}"
+        f"the adding problem: T={T}, H={hidden}, {how} for {', '.join(names)}, test MSE on {test_size} fresh "
+        f"sequences, seed {seed}; predicting the mean scores {ADDING_BASELINE:.3f}"
     ]
     return Plan("adding", settings, header, memory=_adding_bytes(T, hidden, test_size, names))
 
@@ -881,7 +901,12 @@ def run_adding(plan: Plan, progress=False) -> dict:
             name == "lstm"
         ):  # forget-gate bias 1: remember by default (Gers et al. 2000; Jozefowicz et al. 2015)
             net.params["b"][hidden : 2 * hidden] = 1.0
-        opt = Adam(net.params, lr=s["lr"], clip_norm=1.0)
+        hf = s.get("optimizer") == "hf"
+        if hf:
+            opt = HessianFree(net, damping=ADDING_HF["damping"], max_cg=ADDING_HF["max_cg"],
+                              structural_damping=ADDING_HF["structural_damping"])
+        else:
+            opt = Adam(net.params, lr=s["lr"], clip_norm=1.0)
         rng = np.random.default_rng([seed, 2])
         bar = Bar(
             f"{name.upper()} T={T}",
@@ -896,11 +921,14 @@ def run_adding(plan: Plan, progress=False) -> dict:
         curve = []
         for step in range(1, steps + 1):
             X, Y, m = datasets.adding_problem(T, s["batch_size"], rng)
-            E, g = net.loss_and_grad(X, Y, mask=m)
-            if not math.isfinite(E):
-                raise TrainingDiverged(f"{name.upper()} step {step}: the loss is {E}")
             try:
-                opt.step(g)
+                if hf:
+                    E = opt.step(X, Y, mask=m)["loss_before"]  # it refuses a non-finite loss itself
+                else:
+                    E, g = net.loss_and_grad(X, Y, mask=m)
+                    if not math.isfinite(E):
+                        raise TrainingDiverged(f"{name.upper()} step {step}: the loss is {E}")
+                    opt.step(g)
             except ValueError as exc:
                 raise TrainingDiverged(f"{name.upper()} step {step}: {exc}") from exc
             bar.update(step, E)
@@ -921,6 +949,7 @@ def run_adding(plan: Plan, progress=False) -> dict:
         "test_size": s["test_size"],
         "batch_size": s["batch_size"],
         "lr": s["lr"],
+        "optimizer": s.get("optimizer", "adam"),
         "seed": seed,
         "baseline_mse": ADDING_BASELINE,
         "results": results,
@@ -928,10 +957,11 @@ def run_adding(plan: Plan, progress=False) -> dict:
 
 
 def train_adding(
-    models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, test_size=2000, seed=0, progress=False
+    models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, test_size=2000, seed=0, progress=False,
+    optimizer="adam",
 ) -> dict:
     """``run_adding(plan_adding(...))``."""
-    return run_adding(plan_adding(models, T, steps, hidden, test_size, seed), progress=progress)
+    return run_adding(plan_adding(models, T, steps, hidden, test_size, seed, optimizer), progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- vanishing

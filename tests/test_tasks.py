@@ -412,3 +412,19 @@ def test_missing_scikit_learn_gets_install_hint(monkeypatch, capsys):
 
     monkeypatch.setattr(tasks.datasets, "load_digits", missing)
     assert "pip install" in refused(["train", "mlp", "--quick"], capsys)
+
+
+def test_train_adding_with_hessian_free(capsys):
+    """--optimizer hf trains with structurally damped Hessian-free steps, and says so in the header."""
+    result = run_json(["train", "adding", "--model", "rnn", "--optimizer", "hf", "--T", "6", "--steps", "3",
+                       "--hidden", "8", "--test-size", "50"], capsys)
+    assert result["optimizer"] == "hf" and result["batch_size"] == 250 and result["lr"] is None
+    (r,) = result["results"]
+    assert [p["step"] for p in r["curve"]] == [1, 2, 3] and np.isfinite(r["test_mse"])
+    assert r["curve"][-1]["test_mse"] < r["curve"][0]["test_mse"]
+    assert main(["train", "adding", "--model", "rnn", "--optimizer", "hf", "--T", "6", "--steps", "1",
+                 "--hidden", "4", "--test-size", "9", "--no-progress"]) == 0
+    assert "1 Hessian-free steps (at most 50 CG iterations" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "adding", "--optimizer", "sgd"])
+    assert "invalid choice: 'sgd'" in capsys.readouterr().err
