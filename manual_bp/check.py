@@ -28,6 +28,9 @@ def _recurrent_family(kind):
     return lambda pick: harness.recurrent_problem(pick, models=(kind,))
 
 
+CELLS = ("RNN", "LSTM", "GRU")
+SECOND_ORDER = ("mlp",) + CELLS
+
 #: table order: family name -> ``problem(pick)``
 FAMILIES = {
     "mlp": harness.mlp_problem,
@@ -37,6 +40,11 @@ FAMILIES = {
     "gru": _recurrent_family("GRU"),
     # torch's options: layers, bidirectional, projected (LSTM), padded (lengths), batch-first, bias=False
     "stacked": lambda pick: harness.recurrent_problem(pick, stacked=True),
+    # exact Hessian-vector products (R-operator): torch's double backward, differences of our gradient
+    "hvp": lambda pick: harness.second_order_problem(pick, pick.choice(SECOND_ORDER, "family", sweep=True)),
+    # checkpointed BPTT (sqrt and revolve) and RTRL: the full-BPTT gradient by other routes
+    "snapshots": lambda pick: harness.long_bptt_problem(pick, pick.choice(CELLS, "family", sweep=True)),
+    "rtrl": lambda pick: harness.long_bptt_problem(pick, pick.choice(CELLS, "family", sweep=True), "rtrl"),
 }
 #: how many cases a family draws, per ``n`` (logistic regression has little to vary)
 SHARE = {"logreg": 0.25}
@@ -58,14 +66,11 @@ def run_case(name, problem, ref) -> dict:
     """Check one problem; returns a row dict (errors are None where an oracle was not run)."""
     t0 = time.perf_counter()
     m = problem.model
-    mlp = m.BATCH_AXIS == 0
     row = {"model": "logreg" if name == "logreg" else type(m).__name__, "arch": problem.describe(),
            "dtype": m.dtype.name}
     if ref is not None:
         tol = harness.allowance(m.dtype)
-        kw = {"input_grad": True} if mlp else problem.kwargs()
-        _, ours = m.loss_and_grad(problem.X, problem.Y, **kw)
-        _, theirs = ref.loss_and_grad(m, problem.X, problem.Y, dtype=np.float64, **kw)
+        ours, theirs = harness.quantity_of(problem), harness.torch_quantity(ref, problem)
         res = compare_grads(ours, theirs, tol=tol.torch, floor=tol.torch_floor, keys=list(theirs))
         row["torch_error"], row["torch_ok"] = res.max_error, res.ok
         if not res.ok:

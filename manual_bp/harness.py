@@ -162,7 +162,16 @@ class Problem:
         kw = {"h0": self.h0, "mask": self.mask}
         if truncate:
             kw["truncate"] = self.truncate
+        for key in ("lengths", "dropout_masks"):  # torch's options, drawn with stacked=True
+            if self.extra.get(key) is not None:
+                kw[key] = self.extra[key]
         return kw
+
+    @property
+    def quantity(self) -> str:
+        """What is checked: "grad" (``loss_and_grad``), "hvp" (the Hessian product along ``extra["v"]``),
+        "snapshots" (checkpointed BPTT with ``extra["snapshots"]``) or "rtrl"."""
+        return self.extra.get("quantity", "grad")
 
     def fd_point(self) -> dict:
         """The float64 point finite differences move: the parameters, and the initial state(s) if any."""
@@ -187,16 +196,28 @@ class Problem:
         return Problem(copy, X, Y, h0, self.mask, self.truncate, dict(self.extra))
 
     def describe(self) -> str:
+        q = self.quantity
+        what = "" if q == "grad" else " RTRL" if q == "rtrl" else " Hv" if q == "hvp" else (
+            f" snapshots={self.extra['snapshots']}")
+        return self._describe_problem() + what
+
+    def _describe_problem(self) -> str:
         m = self.model
         if m.BATCH_AXIS == 0:
             return (f"{m.sizes} {m.hidden_activation}/{m.output_activation} {m.loss_name} "
                     f"N={len(self.X)}")
         T, N = np.shape(self.X)[:2]
+        if getattr(m, "batch_first", False):
+            T, N = N, T
         nl = f" {m.nonlinearity}" if hasattr(m, "nonlinearity") else ""
-        return (f"D={m.input_size} H={m.hidden_size} K={m.output_size} T={T} N={N}{nl} {m.loss_name} "
-                f"{'ids' if np.ndim(self.X) == 2 else 'dense'}"
+        options = "".join(f" {k}={v}" for k, v in m.config().items()
+                          if k not in ("input_size", "hidden_size", "output_size", "loss", "dtype", "seed",
+                                       "nonlinearity"))
+        return (f"D={m.input_size} H={m.hidden_size} K={m.output_size} T={T} N={N}{nl}{options} "
+                f"{m.loss_name} {'ids' if np.ndim(self.X) == 2 else 'dense'}"
                 f"{'' if self.truncate is None else f' truncate={self.truncate}'}"
-                f"{' mask' if self.mask is not None else ''}")
+                f"{' mask' if self.mask is not None else ''}"
+                f"{' lengths' if self.extra.get('lengths') is not None else ''}")
 
 
 class RngPick:
@@ -365,8 +386,69 @@ def recurrent_problem(pick, models=tuple(RECURRENT_MODELS), dtypes=DTYPES, max_T
     return Problem(model, X, Y, h0, mask, k, extra)
 
 
+def second_order_problem(pick, family="mlp") -> Problem:
+    """A gradient problem (MLP, or one-layer RNN/LSTM/GRU without truncation) and a random direction v:
+    the Hessian-vector product's check (``quantity`` "hvp")."""
+    if family == "mlp":
+        p = mlp_problem(pick, max_layers=3, max_width=8, max_batch=6)
+    else:
+        p = recurrent_problem(pick, models=(family,), truncate=False, max_T=8)
+    rng = np.random.default_rng(pick.seed("direction seed"))
+    v = {k: rng.standard_normal(a.shape).astype(a.dtype) for k, a in p.model.params.items()}
+    p.extra.update(quantity="hvp", v=v)
+    return p
+
+
+def long_bptt_problem(pick, family="RNN", method="snapshots") -> Problem:
+    """A one-layer recurrent problem (no truncation) for checkpointed BPTT (a budget of 1..T+1 snapshots,
+    or "sqrt") or RTRL (``method="rtrl"``, small H)."""
+    p = recurrent_problem(pick, models=(family,), truncate=False, max_size=6 if method == "snapshots" else 4)
+    if method == "snapshots":
+        T = np.shape(p.X)[0]
+        s = pick.choice(["sqrt"] + list(range(1, T + 2)), "snapshots")
+        p.extra.update(quantity="snapshots", snapshots=s)
+    else:
+        p.extra.update(quantity="rtrl")
+    return p
+
+
+def quantity_of(problem: Problem, model=None) -> dict:
+    """The checked quantity of ``problem`` (``model`` replaces the problem's, e.g. a float64 copy)."""
+    m = problem.model if model is None else model
+    X, Y, q = problem.X, problem.Y, problem.quantity
+    if m.BATCH_AXIS == 0:
+        if q == "hvp":
+            return m.hvp(X, Y, problem.extra["v"])[2]
+        return m.loss_and_grad(X, Y, input_grad=True)[1]
+    kw = problem.kwargs()
+    if q == "hvp":
+        return m.hvp(X, Y, problem.extra["v"], h0=kw["h0"], mask=kw["mask"])[2]
+    if q == "rtrl":
+        return m.rtrl(X, Y, h0=kw["h0"], mask=kw["mask"])[1]
+    if q == "snapshots":
+        return m.loss_and_grad(X, Y, h0=kw["h0"], mask=kw["mask"], snapshots=problem.extra["snapshots"])[1]
+    return m.loss_and_grad(X, Y, **kw)[1]
+
+
+def torch_quantity(ref, problem: Problem) -> dict:
+    """The oracle's value of the checked quantity, computed in float64 whatever the model's dtype: autograd's
+    gradient (the full-BPTT one for snapshots and RTRL), or torch's double-backward Hessian product."""
+    m, X, Y = problem.model, problem.X, problem.Y
+    if problem.quantity == "hvp":
+        if m.BATCH_AXIS == 0:
+            from .reference.second_order import mlp_hvp
+
+            return mlp_hvp(m, X, Y, problem.extra["v"], dtype=np.float64)[2]
+        from .reference.recurrent_second_order import recurrent_hvp
+
+        return recurrent_hvp(m, X, Y, problem.extra["v"], h0=problem.h0, mask=problem.mask,
+                             dtype=np.float64)[2]
+    kw = {"input_grad": True} if m.BATCH_AXIS == 0 else problem.kwargs(truncate=problem.quantity == "grad")
+    return ref.loss_and_grad(m, X, Y, dtype=np.float64, **kw)[1]
+
+
 def off_kink(problem: Problem, margin=KINK_MARGIN) -> bool:
-    """True unless a relu pre-activation lies within ``margin`` of 0 (a finite-difference step could cross)."""
+    """True unless a relu pre-activation lies within ``margin`` of 0 (a difference step could cross it)."""
     m = problem.model
     distance = m.kink_distance(problem.X, h0=problem.h0) if m.BATCH_AXIS else m.kink_distance(problem.X)
     return distance > margin
@@ -387,11 +469,30 @@ def torch_grads(ref, problem: Problem) -> tuple:
 
 
 def fd_check(problem: Problem):
-    """Our float64 gradient against central differences; a truncated gradient is checked untruncated."""
+    """The quantity of a float64 copy against central differences: of the loss for a gradient (a truncated
+    one is checked untruncated), of our own gradient along v for a Hessian product (``hvpcheck``)."""
     p64 = problem.as_float64()
+    tol = allowance(np.float64)
+    if p64.quantity == "hvp":
+        from .second_order import hvpcheck
+
+        m, kw = p64.model, p64.kwargs(truncate=False)
+
+        def at(params, fn):
+            own, m.params = m.params, params
+            try:
+                return fn()
+            finally:
+                m.params = own
+
+        v = {k: np.asarray(a, dtype=np.float64) for k, a in p64.extra["v"].items()}
+        return hvpcheck(lambda p: at(p, lambda: m.loss_and_grad(p64.X, p64.Y, **kw)[1]),
+                        {k: a for k, a in m.params.items()}, v,
+                        lambda p, d: at(p, lambda: m.hvp(p64.X, p64.Y, d, **{k: kw[k] for k in kw
+                                                                               if k in ("h0", "mask")})[2]),
+                        tol=tol.fd, floor=tol.fd_floor)
     point = p64.fd_point()
     kw = p64.kwargs(truncate=False)
     numeric = fd_grads(loss_at(p64.model, p64.X, p64.Y, **{k: v for k, v in kw.items() if k != "h0"}), point)
-    _, ours = p64.model.loss_and_grad(p64.X, p64.Y, **kw)
-    tol = allowance(np.float64)
+    ours = quantity_of(Problem(p64.model, p64.X, p64.Y, p64.h0, p64.mask, None, p64.extra))
     return compare_grads(ours, numeric, tol=tol.fd, floor=tol.fd_floor, keys=list(numeric))

@@ -177,3 +177,33 @@ def test_gradcheck_is_a_manual_bp_command(tmp_path, monkeypatch, capsys):
     assert main(["gradcheck", "mine:loss", "mine:nope", "--params", "p.npz"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "has no function 'nope'" in err
+
+
+@pytest.mark.parametrize("family, method", [("hvp", "hvp"), ("snapshots", "loss_and_grad"), ("rtrl", "rtrl")])
+def test_check_rows_for_hessian_products_snapshots_and_rtrl_fail_on_a_planted_bug(family, method, monkeypatch,
+                                                                                  capsys):
+    """Each new family's rows pass, and a 1% error in what they check fails both columns and exit 1."""
+    from manual_bp.models import MODELS
+
+    assert run_check(n=4, seed=1, families=[family]) == 0
+    out = capsys.readouterr().out
+    assert sum(line.endswith(" pass") for line in out.splitlines()) == 4 and "4 passed, 0 failed" in out
+    label = {"hvp": " Hv", "snapshots": " snapshots=", "rtrl": " RTRL"}[family]
+    assert out.count(label) == 4
+    for cls in MODELS.values():
+        if hasattr(cls, method):
+            original = getattr(cls, method)
+
+            def broken(self, *args, _original=original, **kwargs):
+                out = _original(self, *args, **kwargs)
+                if family == "snapshots" and kwargs.get("snapshots") is None:
+                    return out  # only the checkpointed route is broken
+                i = 2 if family == "hvp" else 1
+                wrong = dict(out[i])
+                wrong = {k: v * 1.01 for k, v in wrong.items()}
+                return out[:i] + (wrong,) + out[i + 1:]
+
+            monkeypatch.setattr(cls, method, broken)
+    assert run_check(n=2, seed=1, families=[family]) == 1
+    out = capsys.readouterr().out
+    assert sum(line.endswith(" FAIL") for line in out.splitlines()) == 2 and "0 passed, 2 failed" in out
