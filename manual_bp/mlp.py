@@ -516,6 +516,29 @@ class MLP:
 
         return cache["E"], cache["grads"], product
 
+    # ------------------------------------------------------------------ torch, both ways
+    @classmethod
+    def from_torch(cls, seq, loss="squared_error", dtype=None, seed=None):
+        """The same net from a torch ``nn.Sequential`` of ``nn.Linear`` layers and supported activations
+        (``nn.Sigmoid``, ``nn.Tanh``, ``nn.ReLU``, ``nn.Softplus``, ``nn.Identity``); with cross-entropy the
+        Sequential ends in its logits. Reads the modules through ``state_dict()``. Needs torch installed."""
+        from .torch_io import mlp_from_torch
+
+        return mlp_from_torch(seq, loss=loss, dtype=dtype, seed=seed, cls=cls)
+
+    def to_torch(self):
+        """``nn.Sequential`` with our weights and activations (softmax left to the loss). Needs torch."""
+        from .torch_io import mlp_to_torch
+
+        return mlp_to_torch(self)
+
+    def torch_grads(self, grads, module=None) -> dict:
+        """Our gradient dict under the Sequential's parameter names (``"0.weight"``, ``"0.bias"``, ...), to
+        compare with ``p.grad`` for ``name, p in module.named_parameters()``. Needs no torch."""
+        from .torch_io import mlp_torch_grads
+
+        return mlp_torch_grads(self, grads, module)
+
     def __repr__(self):
         return (
             f"MLP({self.sizes}, hidden_activation={self.hidden_activation!r}, "

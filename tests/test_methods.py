@@ -88,3 +88,25 @@ def test_fit_trains_an_rnn_with_structurally_damped_hessian_free():
     history = fit(m, opt, X, Y, epochs=3, batch_size=40)
     assert history[-1]["loss"] < history[0]["loss"] <= before
     assert opt.step_count == 3
+
+
+def test_mlp_from_torch_to_torch_and_torch_grads_are_methods():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from manual_bp import MLP
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    net = MLP.from_torch(seq, loss="cross_entropy")
+    assert type(net) is MLP and net.sizes == [4, 6, 6, 3]
+    X, y = torch.randn(7, 4, dtype=torch.float64), torch.randint(0, 3, (7,))
+    loss = nn.functional.cross_entropy(seq(X), y)
+    loss.backward()
+    E, g = net.loss_and_grad(X.numpy(), y.numpy())
+    assert abs(E - loss.item()) <= 1e-12
+    ours = net.torch_grads(g, seq)
+    for name, p in seq.named_parameters():
+        np.testing.assert_allclose(ours[name], p.grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=name)
+    back = net.to_torch()
+    assert torch.equal(back[0].weight, seq[0].weight) and torch.equal(back[4].bias, seq[4].bias)
