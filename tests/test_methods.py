@@ -97,7 +97,7 @@ def test_mlp_from_torch_to_torch_and_torch_grads_are_methods():
     from manual_bp import MLP
 
     torch.manual_seed(0)
-    seq = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    seq = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 3)).double()
     net = MLP.from_torch(seq, loss="cross_entropy")
     assert type(net) is MLP and net.sizes == [4, 6, 6, 3]
     X, y = torch.randn(7, 4, dtype=torch.float64), torch.randint(0, 3, (7,))
