@@ -178,7 +178,7 @@ class Problem:
         m = self.model
         point = {k: np.asarray(v, dtype=np.float64) for k, v in m.params.items()}
         if m.BATCH_AXIS == 1:
-            N = np.shape(self.X)[1]
+            N = np.shape(self.X)[getattr(m, "batch_axis", 1)]
             parts = m.state_parts(self.h0, N)
             point.update({n: np.asarray(v, dtype=np.float64) for n, v in zip(_state_keys(m), parts)})
         return point
@@ -450,8 +450,10 @@ def torch_quantity(ref, problem: Problem) -> dict:
 def off_kink(problem: Problem, margin=KINK_MARGIN) -> bool:
     """True unless a relu pre-activation lies within ``margin`` of 0 (a difference step could cross it)."""
     m = problem.model
-    distance = m.kink_distance(problem.X, h0=problem.h0) if m.BATCH_AXIS else m.kink_distance(problem.X)
-    return distance > margin
+    if m.BATCH_AXIS == 0:
+        return m.kink_distance(problem.X) > margin
+    kw = {k: v for k, v in problem.kwargs().items() if k in ("h0", "lengths", "dropout_masks")}
+    return m.kink_distance(problem.X, **kw) > margin
 
 
 # ---------------------------------------------------------------------------------------------- the oracle

@@ -74,8 +74,29 @@ class Run(NamedTuple):
 
 
 def _is_sequence_model(model) -> bool:
-    """Recurrent models are time-major (batch along axis 1); the MLP has samples as rows."""
+    """Recurrent models take sequences (batch along axis 1, or 0 if batch-first); the MLP samples as rows."""
     return model.BATCH_AXIS == 1
+
+
+def _batch_axis(model) -> int:
+    """The axis of X, Y and the mask that indexes samples: the class's, or a batch-first model's own."""
+    return getattr(model, "batch_axis", model.BATCH_AXIS)
+
+
+class _Evaluating:
+    """Evaluation runs without dropout (torch's ``model.eval()``), and leaves the model's mode as it was."""
+
+    def __init__(self, model):
+        self.model = model
+        self.was_training = bool(getattr(model, "training", False)) and bool(getattr(model, "dropout", 0))
+
+    def __enter__(self):
+        if self.was_training:
+            self.model.eval()
+
+    def __exit__(self, *exc):
+        if self.was_training:
+            self.model.train()
 
 
 def _check_bool(name, value) -> bool:
@@ -197,8 +218,13 @@ def evaluate(model, X, Y, mask=None, batch_size=EVAL_BATCH, workspace=None) -> d
     one forward pass per batch gives both.
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    with _Evaluating(model):
+        return _evaluate(model, X, Y, mask, batch_size, workspace)
+
+
+def _evaluate(model, X, Y, mask, batch_size, workspace) -> dict:
     seq = _is_sequence_model(model)
-    axis = 1 if seq else 0
+    axis = _batch_axis(model)
     X, Y = np.asarray(X), np.asarray(Y)
     mask = None if mask is None else np.asarray(mask)
     N = X.shape[axis]
@@ -433,13 +459,15 @@ def fit(
     if truncate is not None and getattr(optimizer, "takes_model", False):
         raise ValueError(f"HessianFree needs the gradient of the loss, and a truncated gradient is not one "
                          f"(it has no Gauss-Newton matrix); got truncate={truncate!r}")
-    axis = 1 if seq else 0
+    axis = _batch_axis(model)
     X, Y = np.asarray(X), np.asarray(Y)
     mask = None if mask is None else np.asarray(mask)
     if X.ndim <= axis or Y.ndim <= axis or X.shape[axis] != Y.shape[axis]:
-        what = "(T, N, ...) with the sequences along axis 1" if seq else "(N, ...) with samples as rows"
+        what = ("(N, ...) with samples as rows" if not seq else
+                "(T, N, ...) with the sequences along axis 1" if axis == 1 else
+                "(N, T, ...) with the sequences along axis 0 (batch_first=True)")
         raise ValueError(f"X and Y must be {what} and hold the same N; got X {X.shape}, Y {Y.shape}")
-    if seq:
+    if seq and axis == 1:
         _check_time_major(X, Y, mask)
     N = X.shape[axis]
     _validate_data(model, X, Y, mask)  # the whole data set, before any update; no forward pass
@@ -453,7 +481,7 @@ def fit(
                 "validation must be a tuple (X_val, Y_val) or, for recurrent models, (X_val, Y_val, mask_val)"
             )
         validation = tuple(np.asarray(v) if v is not None else None for v in validation)
-        if seq:
+        if seq and axis == 1:
             _check_time_major(validation[0], validation[1], validation[2] if len(validation) == 3 else None,
                               "X_val")
         _validate_data(model, *validation, what="validation")
@@ -512,12 +540,22 @@ def evaluate_stream(model, X, Y, chunk_length, n_streams=1, workspace=None) -> d
     One forward pass per chunk gives the loss, the outputs and the state carried into the next chunk.
     """
     chunk_length = check_int("chunk_length", chunk_length, minimum=1)
+    with _Evaluating(model):
+        return _evaluate_stream(model, X, Y, chunk_length, n_streams, workspace)
+
+
+def _as_model_layout(model, A):
+    """A time-major chunk ``(T, N, ...)`` in the model's layout (batch-first models take ``(N, T, ...)``)."""
+    return np.swapaxes(A, 0, 1) if _batch_axis(model) == 0 else A
+
+
+def _evaluate_stream(model, X, Y, chunk_length, n_streams, workspace) -> dict:
     Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)
     M = Xs.shape[0]
     total, hits, scored = 0.0, 0, 0
     state = None
     for t0 in range(0, M, chunk_length):
-        Xc, Yc = Xs[t0 : t0 + chunk_length], Ys[t0 : t0 + chunk_length]
+        Xc, Yc = (_as_model_layout(model, A[t0 : t0 + chunk_length]) for A in (Xs, Ys))
         E, P, state = model.loss(Xc, Yc, h0=state, return_outputs=True, return_state=True,
                                  workspace=workspace)
         total += E
@@ -591,7 +629,7 @@ def fit_stream(
         )
     Xs, Ys = batchify(X, n_streams), batchify(Y, n_streams)  # (FS1) (M, n_streams, ...)
     M = Xs.shape[0]
-    _validate_data(model, Xs, Ys)  # the whole stream, before any update; no forward pass
+    _validate_data(model, _as_model_layout(model, Xs), _as_model_layout(model, Ys))  # before any update
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a tuple (X_val, Y_val) of streams")
@@ -601,7 +639,7 @@ def fit_stream(
                 f"X_val and Y_val must have the same length; got {len(validation[0])} and "
                 f"{len(validation[1])}"
             )
-        _validate_data(model, batchify(validation[0], n_streams), batchify(validation[1], n_streams),
+        _validate_data(model, *(_as_model_layout(model, batchify(v, n_streams)) for v in validation),
                        what="validation")
     workspace = Workspace()  # the run's reusable per-call arrays, dropped when fit_stream returns
     fit_extra = {"chunk_length": chunk_length, "n_streams": n_streams, "truncate": truncate}
@@ -621,8 +659,8 @@ def fit_stream(
         state = None  # (FS3) s_0 = zeros
         total = 0.0
         for k in range(n_chunks):
-            Xc = Xs[k * chunk_length : (k + 1) * chunk_length]  # (FS2)
-            Yc = Ys[k * chunk_length : (k + 1) * chunk_length]
+            Xc = _as_model_layout(model, Xs[k * chunk_length : (k + 1) * chunk_length])  # (FS2)
+            Yc = _as_model_layout(model, Ys[k * chunk_length : (k + 1) * chunk_length])
             E, grads, state = model.loss_and_grad(
                 Xc, Yc, h0=state, truncate=truncate, return_state=True, **lg_kw
             )  # (FS3)

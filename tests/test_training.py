@@ -463,3 +463,35 @@ def test_validation_errors_name_the_data_set():
         fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y, epochs=1, validation=(XOR_X[:, :1], XOR_Y))
     with pytest.raises(ValueError, match=r"^X, Y: Y must be finite"):
         fit(net, SGD(net.params, lr=0.1), XOR_X, XOR_Y * np.nan, epochs=1)
+
+
+@pytest.mark.parametrize("kind", RECURRENT)
+def test_batch_first_models_train_as_their_time_major_twins(kind):
+    """fit slices a batch-first model's data along axis 0, fit_stream hands it (N, T) chunks: same numbers."""
+    X, Y = recurrent_data(T=5, N=7)
+    cls = RECURRENT_MODELS[kind]
+    tm, bf = cls(3, 4, 4, seed=0), cls(3, 4, 4, seed=0, batch_first=True)
+    h1 = fit(tm, SGD(tm.params, lr=0.1), X, Y, epochs=2, batch_size=3, validation=(X, Y))
+    h2 = fit(bf, SGD(bf.params, lr=0.1), X.swapaxes(0, 1), Y.T, epochs=2, batch_size=3,
+             validation=(X.swapaxes(0, 1), Y.T))
+    assert h1 == h2
+    assert equal(tm.params, bf.params)
+    text = np.random.default_rng(3).integers(0, 3, 61)
+    s1 = fit_stream(tm, SGD(tm.params, lr=0.1), text[:-1], text[1:], epochs=1, chunk_length=4, n_streams=3,
+                    validation=(text[:-1], text[1:]))
+    s2 = fit_stream(bf, SGD(bf.params, lr=0.1), text[:-1], text[1:], epochs=1, chunk_length=4, n_streams=3,
+                    validation=(text[:-1], text[1:]))
+    assert s1 == s2 and equal(tm.params, bf.params)
+
+
+def test_evaluation_runs_without_dropout_and_restores_training_mode():
+    m = RECURRENT_MODELS["LSTM"](3, 4, 4, seed=0, num_layers=2, dropout=0.5)
+    X, Y = recurrent_data()
+    assert m.training
+    ev = evaluate(m, X, Y)
+    assert m.training  # back in training mode
+    m.eval()
+    assert ev["loss"] == m.loss(X, Y)  # what the model computes with dropout off
+    m.train()
+    fit(m, SGD(m.params, lr=0.1), X, Y, epochs=1, batch_size=7, validation=(X, Y))
+    assert m.training
