@@ -25,7 +25,7 @@ from tests.strategies import mlp_cases, relu_safe
 
 
 def examples(n):
-    """``n`` examples in the default ``ci`` profile (50), scaled with the profile's own count (thorough: 8n)."""
+    """``n`` examples in the default ``ci`` profile (50), scaled with the profile's count (thorough: 8n)."""
     return max(1, n * settings().max_examples // 50)
 
 
