@@ -12,13 +12,17 @@ torch; ``import manual_bp`` itself never does. ``loss_and_grad`` is the one entr
 
 from .mlp import build_mlp, mlp_jvp, mlp_loss_and_grad
 from .recurrent import (
+    build_layers,
     build_recurrent,
     recurrent_forward,
     recurrent_jvp,
     recurrent_loss_and_grad,
+    recurrent_module_jvp,
+    recurrent_module_vjp,
     recurrent_train_chunks,
     recurrent_vanishing,
 )
+from .recurrent_second_order import recurrent_gvp, recurrent_hvp
 from .second_order import mlp_gvp, mlp_hvp
 
 
@@ -37,6 +41,11 @@ __all__ = [
     "mlp_hvp",
     "mlp_gvp",
     "build_recurrent",
+    "build_layers",
+    "recurrent_module_vjp",
+    "recurrent_module_jvp",
+    "recurrent_hvp",
+    "recurrent_gvp",
     "recurrent_loss_and_grad",
     "recurrent_forward",
     "recurrent_jvp",
