@@ -43,8 +43,10 @@ value E returns is exactly a float32), a remainder below the floor
 carries no information. n_emp is measured: half the second difference |R(k u) + R(-k u)| / 2 at moves of
 k = 16 and 64 units of roundoff, where every Taylor term is far below rounding and the gradient cancels,
 so it counts E's own cancellation (a loss that is a small difference of large terms rounds far worse
-than u |E|). The descent in h stops once both R(h) and R(-h) lie below nu at two consecutive steps, or
-once four steps show a clean first-order odd part (below) far above nu beside an O(h^2) even part.
+than u |E|); if E does not change at all under those moves (its values come in quanta), the moves grow
+fourfold, up to 1e-4, until it does, and the smaller change seen, about one quantum, joins n_emp. The
+descent in h stops once both R(h) and R(-h) lie below nu at two consecutive steps, or once four steps
+show a clean first-order odd part (below) far above nu beside an O(h^2) even part.
 
 Orders. Fitting r alone mixes two things: where h^2 v^T H v / 2 is large (float32 keeps the steps at
 1e-3..1e-1) it hides a first-order error, and where the h and h^2 terms cancel r dips to zero. R(h) and
@@ -66,7 +68,7 @@ The verdict. The odd part decides; the even part tells kinks and curvature from 
            S > 2 |E| but above the floor at one step only:         p decides (>= 1.5 pass, else fail);
            nothing above the floor at any step:                    "rounding" (a pass);
            and a pass (or rounding) whose odd part does not bound a first-order error below 1% of the
-           gradient's own term, min_h max(|S(h)|, nu) / (h sum_i |g_i v_i|) > 1e-2: "unresolved" (unless
+           gradient's own term, min_h max(|S(h)|, nu) / (h ||g . v||_2) > 1e-2: "unresolved" (unless
            E does not move at all and g is zero along v).
 
 r's own order p (about 2 right, about 1 wrong) is reported beside. If E is exactly linear along v, a right
@@ -133,6 +135,7 @@ H_RATIO = 0.1  # (GC3) ratio of consecutive steps
 MAX_STEPS = 40  # (GC3) at most this many steps per direction
 KAPPA = 10.0  # (GC4) safety factor on the noise floor
 PROBES = (16.0, 64.0)  # (GC4) moves, in units of roundoff, that measure E's rounding noise
+QUANTUM_MAX_MOVE = 1e-4  # (GC4) the largest relative move tried to find E's quantum
 PASS_RESOLUTION = 1e-2  # (GC6) "pass" and "rounding" need the odd part to resolve errors of 1% of f's change
 WINDOW = 3  # (GC5) smallest steps above the floor used for the fits
 MARGIN = 3.0  # (GC5) a window step has a one-sided remainder above MARGIN times its floor
@@ -192,7 +195,7 @@ class TaylorProbe:
     analytic: float = float("nan")
     numeric: float = float("nan")
     detail: str = ""
-    bound: float = float("inf")  # the odd part's bound on a first-order error, relative to sum |g_i v_i|
+    bound: float = float("inf")  # the odd part's bound on a first-order error, relative to ||g . v||
 
     @property
     def ok(self) -> bool:
@@ -224,7 +227,7 @@ class TaylorProbe:
                 f"allows); {text}"
             )
         if self.verdict == "pass" and math.isfinite(self.bound):
-            text += f"; right to {self.bound:.0e} of sum |g_i v_i|"
+            text += f"; right to {self.bound:.0e} of ||g . v||"
         if self.verdict in ("fail", "kink", "unresolved") and math.isfinite(self.analytic):
             text += f"; directional derivative: gradient {self.analytic:.6g}, differences {self.numeric:.6g}"
         if self.detail:
@@ -830,7 +833,7 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic, size):
     Jfl = [fp[i] + fm[i] for i in range(n)]
     Sfl = [0.5 * x for x in Jfl]
     # the bound the odd part puts on a first-order error, relative to the gradient's own first-order term:
-    # |delta| <= max(|S(h)|, floor) / h at every step, against sum_i |g_i v_i|
+    # |delta| <= max(|S(h)|, floor) / h at every step, against ||g . v||_2
     bounds = [max(S[i], Sfl[i]) / (hs[i] * size) for i in both] if size > 0 else []
     resolution = min(bounds, default=math.inf)
     win = [i for i in both if rp[i] >= MARGIN * fp[i] or rm[i] >= MARGIN * fm[i]][-WINDOW:]  # (GC5)
@@ -849,7 +852,7 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic, size):
                     numeric=analytic,
                     detail="f does not change and the gradient is zero along v"
                     if flat
-                    else f"the directional derivative is right to {resolution:.0e} of sum |g_i v_i|",
+                    else f"the directional derivative is right to {resolution:.0e} of ||g . v||",
                 ),
                 False,
                 change0,
@@ -933,7 +936,7 @@ def _descend_and_judge(at, label, u, noise, h_top, analytic, size):
         verdict = "unresolved"
         kw["detail"] = (
             f"no first-order error shows, but the odd part bounds one only to {resolution:.0e} of "
-            "sum |g_i v_i| (too little signal above the rounding noise; check in float64)"
+            "||g . v|| (too little signal above the rounding noise; check in float64)"
         )
     return TaylorProbe(label, verdict, p, hs, rp, fp, **kw), clean, change0, fp[0]
 
@@ -967,8 +970,9 @@ class _Scalar:
         return R
 
     def size(self, v) -> float:
-        """sum_i |g_i v_i|: the claimed first-order change per unit step (the scale of "a 1% error")."""
-        return float(sum(np.sum(np.abs(self.g[k] * v[k])) for k in v))
+        """||g . v||_2 = sqrt(sum_i (g_i v_i)^2): the size of the first-order change per unit step that a
+        relative error rho in every entry of g would shift by about rho (the scale of "a 1% error")."""
+        return float(np.sqrt(sum(np.sum((self.g[k] * v[k]) ** 2) for k in v)))
 
     def analytic(self, v) -> float:
         return float(sum(np.sum(self.g[k] * v[k]) for k in v))
@@ -993,12 +997,26 @@ class _VJPScalar(_Scalar):
 
 
 def _measure_noise(R, u) -> float:
-    """n_emp (GC4): half the second difference at moves of a few units of roundoff (the gradient cancels)."""
-    worst = 0.0
+    """n_emp (GC4): half the second difference at moves of a few units of roundoff (the gradient cancels).
+
+    If f does not change at all under these probes (it is a small difference of large terms, so its values
+    come in quanta far coarser than u |f|), the probe moves grow fourfold until f registers a change on both
+    sides; the smaller of the two changes, about one quantum, is then a floor for the noise.
+    """
+    worst, registered = 0.0, False
     for k in PROBES:
-        vec = R(k * u)[0] + R(-k * u)[0]
+        plus, minus = R(k * u), R(-k * u)
+        vec = plus[0] + minus[0]
         if np.all(np.isfinite(vec)):
             worst = max(worst, 0.5 * _norm(vec))
+        registered = registered or plus[2] > 0 or minus[2] > 0  # f moved at all
+    k = 4.0 * PROBES[-1]
+    while not registered and k * u <= QUANTUM_MAX_MOVE:
+        plus, minus = R(k * u), R(-k * u)
+        if plus[2] > 0 and minus[2] > 0 and math.isfinite(plus[2]) and math.isfinite(minus[2]):
+            worst = max(worst, min(plus[2], minus[2]))
+            registered = True
+        k *= 4.0
     return worst
 
 

@@ -4,7 +4,7 @@ refused.
 
 The hypothesis tests draw many correct functions (float32 and float64, tiny and huge scales, relu at and
 near its kink, vector-valued maps) and require no false alarm. Their example counts grow with the active
-profile as max_examples^2 / 160 in all: ci (50) runs 16 cases, dev (100) 62, thorough (400) 1,000.
+profile as max_examples^2 / 160 in all: ci (50) runs 15 cases, dev (100) 61, thorough (400) 1,000.
 """
 
 from __future__ import annotations
@@ -498,7 +498,7 @@ COUNTS: dict = {}
 
 
 def _examples(share: float) -> int:
-    """This test's share of max_examples^2 / 160 cases (16 in ci, 1,000 in thorough)."""
+    """This test's share of max_examples^2 / 160 cases (15 in ci, 1,000 in thorough)."""
     return max(2, round(share * PROFILE_EXAMPLES * PROFILE_EXAMPLES / 160))
 
 
