@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,8 +32,6 @@ from manual_bp.gradcheck import (
     vjpcheck,
 )
 from tests.helpers import loss_at
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def quadratic():
