@@ -5,7 +5,15 @@ central finite differences (``manual-bp check``). Importing this package needs N
 """
 
 from . import checkpoint, long_bptt, optim, recurrent_second_order, training
-from .gradcheck import GradcheckResult, compare_grads, gradcheck, numerical_grad
+from .gradcheck import (
+    GradcheckResult,
+    assert_gradients_match,
+    compare_grads,
+    gradcheck,
+    jvpcheck,
+    numerical_grad,
+    vjpcheck,
+)
 from .gru import GRU
 from .hessian_free import HessianFree
 from .lstm import LSTM
@@ -43,6 +51,9 @@ __all__ = [
     "numerical_grad",
     "compare_grads",
     "GradcheckResult",
+    "assert_gradients_match",
+    "vjpcheck",
+    "jvpcheck",
     "hvpcheck",
     "HvpcheckResult",
     "HessianFree",
