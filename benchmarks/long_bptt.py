@@ -1,8 +1,9 @@
 """Long sequences: peak memory and time of full BPTT, checkpointed BPTT ("sqrt", revolve), RTRL and torch.
 
     python -m benchmarks.long_bptt            # the full run (T = 100 .. 100,000), under 10 minutes
-    python -m benchmarks.long_bptt --quick    # T = 100 .. 10,000, about a minute
-    options: --no-plot, --json PATH (the raw results), --plot PATH (default docs/long_bptt.png)
+    python -m benchmarks.long_bptt --quick    # T = 100 and 1,000, fewer cases: about a minute
+    options: --no-plot, --json PATH (the raw results), --plot PATH (default docs/long_bptt.png; --quick
+    draws no figure unless --plot is given)
 
 The model: a one-layer RNN (and an LSTM) with D = 16 float inputs, H = 128, K = 16 classes, N = 8
 sequences, float64, cross-entropy at every step. Every measurement runs in a fresh process with one thread
@@ -423,7 +424,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.long_bptt", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="T up to 10,000 and fewer cases (about a minute)")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--plot", default=str(ROOT / "docs" / "long_bptt.png"))
+    p.add_argument("--plot", default=None,
+                   help="the figure (default: docs/long_bptt.png; --quick: no figure unless given)")
     p.add_argument("--json", default=None, help="also write the raw results here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -447,9 +449,10 @@ def main(argv=None):
     print(f"\nwhole run {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.no_plot:
-        plot(results, args.plot)
-        print(f"plot: {args.plot}")
+    path = args.plot or (None if args.quick else str(ROOT / "docs" / "long_bptt.png"))
+    if path and not args.no_plot:
+        plot(results, path)
+        print(f"plot: {path}")
     return 0
 
 
