@@ -8,6 +8,7 @@ distribution and hypothesis can shrink a failure to its smallest form.
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from manual_bp import harness
@@ -44,11 +45,18 @@ def mlp_cases(draw, dtypes=(np.float64,), max_layers=5, max_width=16, max_batch=
     return p.model, p.X, p.Y
 
 
+def _longest() -> int:
+    """The default longest sequence: 20 steps in the ``ci`` profile (the suite's minute), 40 in ``dev`` and
+    ``thorough``, which draw more and longer."""
+    return 20 if settings().max_examples <= 50 else 40
+
+
 @st.composite
-def recurrent_cases(draw, models=tuple(RECURRENT_MODELS), dtypes=(np.float64,), max_T=40, max_N=8,
+def recurrent_cases(draw, models=tuple(RECURRENT_MODELS), dtypes=(np.float64,), max_T=None, max_N=8,
                     max_size=10, truncate=True, masks=True, losses=("cross_entropy", "squared_error")):
-    """Draw a recurrent :class:`~manual_bp.harness.Problem`."""
-    return harness.recurrent_problem(DrawPick(draw), models=models, dtypes=dtypes, max_T=max_T, max_N=max_N,
+    """Draw a recurrent :class:`~manual_bp.harness.Problem` (``max_T`` None: see ``_longest``)."""
+    return harness.recurrent_problem(DrawPick(draw), models=models, dtypes=dtypes,
+                                     max_T=_longest() if max_T is None else max_T, max_N=max_N,
                                      max_size=max_size, truncate=truncate, masks=masks, losses=losses)
 
 

@@ -17,36 +17,26 @@ pytest.importorskip("threadpoolctl")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-#: the two-process policy (worker processes that import torch) and the jvp suite only in the thorough profile:
-#: they add ~25 s to a suite that must stay under a minute, and test the benchmark's plumbing, not the math
+#: the two-process policy (worker processes that import torch), the GEMM peaks and the jvp suite only in the
+#: thorough profile: they add ~30 s to a suite that must stay under a minute, and test plumbing, not math
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 POLICIES = ("1thread", "2proc") if THOROUGH else ("1thread",)
 
 
 def test_quick_run_writes_results(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks",
-        "--quick",
-        "--suite",
-        "mlp",
-        *(["--suite", "jvp"] if THOROUGH else []),
-        "--policy",
-        "both" if THOROUGH else "1thread",
-        "--out",
-        str(tmp_path),
-        "--case",
-        "[784, 30, 10]",
-    ]
+    if THOROUGH:  # the MLP case with the GEMM-peak rows, the jvp suite and both thread policies
+        suites, case = ["--suite", "mlp", "--suite", "jvp", "--policy", "both"], "[784, 30, 10]"
+    else:  # one small recurrent case at one thread: the entry point, the equal-work check, the files
+        suites, case = ["--suite", "rnn", "--policy", "1thread"], "T=25 N=32 D=65 H=128 "
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", *suites, "--out", str(tmp_path), "--case", case]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, (
         f"benchmark exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     )
     results = json.loads((tmp_path / "results.json").read_text())
     md = (tmp_path / "RESULTS.md").read_text()
-    rows = [r for r in results["rows"] if r["suite"] == "mlp"]
-    assert len(rows) == 1, f"expected the one MLP case asked for; got {[r['name'] for r in rows]}"
+    rows = [r for r in results["rows"] if r["suite"] == ("mlp" if THOROUGH else "rnn")]
+    assert len(rows) == 1, f"expected the one case asked for; got {[r['name'] for r in rows]}"
     for row in rows:
         assert row["check"]["ok"], (
             f"{row['name']}: both sides must compute the same gradients: {row['check']}"
@@ -62,7 +52,8 @@ def test_quick_run_writes_results(tmp_path):
         assert row["max_rel_err_fwd_vs_rev"] < 1e-8, (
             f"{row['name']}: P JVPs differ from the reverse pass: {row}"
         )
-    assert "| MLP [784, 30, 10] N=10 float64 |" in md, md[:2000]
+    name = "MLP [784, 30, 10] N=10 float64" if THOROUGH else "RNN T=25 N=32 D=65 H=128 float64"
+    assert f"| {name} |" in md, md[:2000]
     assert results["machine"]["numpy_blas"], "the BLAS of numpy must be recorded"
 
 
