@@ -116,6 +116,17 @@ def _state_keys(model) -> list:
     return [f"{part}0" for part in getattr(model, "STATES", ())]
 
 
+def with_params(model, params: dict, fn):
+    """``fn()`` with ``params`` (its entries for the model's own keys) swapped into ``model``, which gets its
+    own parameters back afterwards, whatever ``fn`` does."""
+    own = model.params
+    model.params = {k: params[k] for k in own}
+    try:
+        return fn()
+    finally:
+        model.params = own
+
+
 def loss_at(model, X, Y, **kwargs):
     """``f(params) -> float``: ``model.loss(X, Y, **kwargs)`` with ``params`` swapped in, then restored.
 
@@ -125,15 +136,10 @@ def loss_at(model, X, Y, **kwargs):
     states = _state_keys(model)
 
     def f(params):
-        own = model.params
-        model.params = {k: params[k] for k in own}
-        try:
-            kw = dict(kwargs)
-            if states and all(n in params for n in states):
-                kw["h0"] = model.public_state(tuple(params[n] for n in states))
-            return model.loss(X, Y, **kw)
-        finally:
-            model.params = own
+        kw = dict(kwargs)
+        if states and all(n in params for n in states):
+            kw["h0"] = model.public_state(tuple(params[n] for n in states))
+        return with_params(model, params, lambda: model.loss(X, Y, **kw))
 
     return f
 
@@ -479,19 +485,11 @@ def fd_check(problem: Problem):
         from .second_order import hvpcheck
 
         m, kw = p64.model, p64.kwargs(truncate=False)
-
-        def at(params, fn):
-            own, m.params = m.params, params
-            try:
-                return fn()
-            finally:
-                m.params = own
-
+        hkw = {k: kw[k] for k in kw if k in ("h0", "mask")}
         v = {k: np.asarray(a, dtype=np.float64) for k, a in p64.extra["v"].items()}
-        return hvpcheck(lambda p: at(p, lambda: m.loss_and_grad(p64.X, p64.Y, **kw)[1]),
-                        {k: a for k, a in m.params.items()}, v,
-                        lambda p, d: at(p, lambda: m.hvp(p64.X, p64.Y, d, **{k: kw[k] for k in kw
-                                                                               if k in ("h0", "mask")})[2]),
+        return hvpcheck(lambda p: with_params(m, p, lambda: m.loss_and_grad(p64.X, p64.Y, **kw)[1]),
+                        dict(m.params), v,
+                        lambda p, d: with_params(m, p, lambda: m.hvp(p64.X, p64.Y, d, **hkw)[2]),
                         tol=tol.fd, floor=tol.fd_floor)
     point = p64.fd_point()
     kw = p64.kwargs(truncate=False)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from manual_bp.reference.recurrent_second_order import recurrent_gvp, recurrent_hvp
 
 from manual_bp import GRU, LSTM, RNN
-from manual_bp.harness import off_kink, randomize_params
+from manual_bp.harness import off_kink, randomize_params, with_params
 from manual_bp.recurrent_second_order import gvp, gvp_operator, hvp
 from manual_bp.second_order import hvpcheck
 from tests.helpers import FLOOR_FD, FLOOR_TORCH, TOL_FD, assert_grads_close, tol_torch
@@ -121,12 +121,8 @@ def grad_and_hvp_fns(case, with_state):
     names = [f"{part}0" for part in m.STATES]
 
     def at(point, f):
-        old, m.params = m.params, {k: point[k] for k in m.params}
         h0 = m.public_state(tuple(point[n] for n in names)) if with_state else case.h0
-        try:
-            return f(h0)
-        finally:
-            m.params = old
+        return with_params(m, point, lambda: f(h0))
 
     def grad_fn(point):
         return at(point, lambda h0: m.loss_and_grad(case.X, case.Y, h0=h0, mask=case.mask)[1])

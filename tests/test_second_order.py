@@ -16,7 +16,7 @@ from manual_bp.reference.second_order import mlp_gvp, mlp_hvp
 
 from manual_bp import MLP
 from manual_bp.activations import ACTIVATIONS
-from manual_bp.harness import randomize_params
+from manual_bp.harness import randomize_params, with_params
 from manual_bp.hessian_free import HessianFree
 from manual_bp.mlp import SECOND_DERIVATIVES
 from manual_bp.second_order import hvpcheck
@@ -45,11 +45,7 @@ def grad_and_hvp_fns(net, X, Y, product="hvp"):
     """``grad_fn(params)`` and ``hvp_fn(params, v)`` of the net on (X, Y), its own params restored."""
 
     def at(p, f):
-        old, net.params = net.params, p
-        try:
-            return f()
-        finally:
-            net.params = old
+        return with_params(net, p, f)
 
     def grad_fn(p):
         return at(p, lambda: net.loss_and_grad(X, Y)[1])
