@@ -38,8 +38,9 @@ def _tensor(arr, tdt):
     return torch.as_tensor(np.asarray(arr, dtype=np.float64)).to(tdt)
 
 
-def mlp_hvp(net, X, Y, v, dtype=None):
-    """``(E, grads, Hv)`` by double backward on the nn.Linear modules; ``v`` keyed like params (+ ``"X"``)."""
+def _setup(net, X, Y, v, dtype):
+    """torch's modules with our weights, the inputs, and the direction v over the parameters (and X if given):
+    ``(tdt, layers, Xt, Yt, names, params, wrt, vs)``."""
     tdt = _torch_dtype(net.dtype if dtype is None else dtype)
     layers = build_mlp(net, dtype=tdt)
     Xt, Yt = _as_torch_inputs(net, X, Y, tdt)
@@ -50,6 +51,12 @@ def mlp_hvp(net, X, Y, v, dtype=None):
         Xt.requires_grad_(True)
         wrt = params + [Xt]
         vs.append(_tensor(v["X"], tdt))
+    return tdt, layers, Xt, Yt, names, params, wrt, vs
+
+
+def mlp_hvp(net, X, Y, v, dtype=None):
+    """``(E, grads, Hv)`` by double backward on the nn.Linear modules; ``v`` keyed like params (+ ``"X"``)."""
+    tdt, layers, Xt, Yt, names, params, wrt, vs = _setup(net, X, Y, v, dtype)
     E = _loss_from_logits(net, _logits(net, layers, Xt), Yt)
     g = torch.autograd.grad(E, wrt, create_graph=True)
     gv = sum((gi * vi).sum() for gi, vi in zip(g, vs))
@@ -73,16 +80,7 @@ def _split_at_activations(net) -> bool:
 
 def mlp_gvp(net, X, Y, v, dtype=None):
     """Gauss-Newton product ``J^T H_L J v`` (see the module docstring), keyed like ``net.params``."""
-    tdt = _torch_dtype(net.dtype if dtype is None else dtype)
-    layers = build_mlp(net, dtype=tdt)
-    Xt, Yt = _as_torch_inputs(net, X, Y, tdt)
-    names, params = _names(net), list(layers.parameters())
-    vs = [_tensor(v[k], tdt) for k in names]
-    wrt = params
-    if v.get("X") is not None:
-        Xt.requires_grad_(True)
-        wrt = params + [Xt]
-        vs.append(_tensor(v["X"], tdt))
+    tdt, layers, Xt, Yt, names, params, wrt, vs = _setup(net, X, Y, v, dtype)
     z = _logits(net, layers, Xt)
     o = _ACT[net.output_activation](z) if _split_at_activations(net) else z
     # J v = d/du [(J^T u) . v] at any u (J^T u is linear in u)
