@@ -1,8 +1,8 @@
 """Weights that move both ways between manual_bp and torch: ``from_torch``, ``to_torch``, ``torch_grads``.
 
-Importing this module imports NumPy only; a function that builds torch objects imports torch inside. torch
-objects are read through ``state_dict()`` and their attributes alone, each tensor converted with
-``np.asarray(t.detach().cpu())``.
+This module never imports torch: torch objects are read through ``state_dict()`` and their attributes alone,
+each tensor converted with ``np.asarray(t.detach().cpu())``, and ``to_torch`` asks the oracle's builders
+(``manual_bp.reference``, which does import torch) for the modules.
 
 Recurrent models (``RNN/LSTM/GRU.from_torch``, ``.to_torch()``, ``.torch_grads()`` call these):
 
@@ -122,36 +122,18 @@ def recurrent_from_torch(cls, module, head=None, loss="cross_entropy", dtype=Non
 
 
 def recurrent_to_torch(model):
-    """torch's ``nn.RNN/LSTM/GRU`` (and ``nn.Linear`` head) holding copies of the model's weights."""
-    import torch
-    from torch import nn
+    """torch's ``nn.RNN/LSTM/GRU`` (and ``nn.Linear`` head) holding copies of the model's weights, built by
+    the oracle's own builder (``manual_bp.reference.build_recurrent``: ``bias_hh = 0``, so the sum is b), every
+    parameter trainable, in the model's training mode. Needs torch; this module never imports it itself."""
+    from .reference import build_recurrent
 
-    kind = _kind(type(model))
-    tdt = torch.float64 if model.dtype == np.float64 else torch.float32
-    kw = dict(num_layers=model.num_layers, bias=model.bias, batch_first=model.batch_first,
-              dropout=model.dropout, bidirectional=model.bidirectional, dtype=tdt)
-    if kind == "RNN":
-        module = nn.RNN(model.input_size, model.hidden_size, nonlinearity=model.nonlinearity, **kw)
-    elif kind == "LSTM":
-        module = nn.LSTM(model.input_size, model.hidden_size, proj_size=model.proj_size, **kw)
-    else:
-        module = nn.GRU(model.input_size, model.hidden_size, **kw)
-    sd = {}
-    for ours, theirs in model.param_names().items():
-        if theirs.startswith("head."):
-            continue
-        sd[theirs] = torch.from_numpy(np.array(model.params[ours]))
-        if kind != "GRU" and theirs.startswith("bias_ih"):
-            sd[theirs.replace("bias_ih", "bias_hh")] = torch.zeros_like(sd[theirs])  # the sum stays b
-    module.load_state_dict(sd, strict=True)
-    module.train(model.training)
-    if model.output_size is None:
-        return module
-    head = nn.Linear(model.output_features, model.output_size, dtype=tdt)
-    head.load_state_dict({"weight": torch.from_numpy(np.array(model.params["V"])),
-                          "bias": torch.from_numpy(np.array(model.params["c"]))})
-    head.train(model.training)
-    return module, head
+    core, head = build_recurrent(model)
+    for module in (core, head):
+        if module is not None:
+            for p in module.parameters():
+                p.requires_grad_(True)  # the oracle freezes the zero bias_hh; a user's module trains it
+            module.train(model.training)
+    return core if head is None else (core, head)
 
 
 def recurrent_torch_grads(model, grads) -> dict:
@@ -185,9 +167,6 @@ def recurrent_torch_grads(model, grads) -> dict:
 # ---------------------------------------------------------------------------------------------- the MLP
 _ACTIVATION_MODULES = {"Sigmoid": "sigmoid", "Tanh": "tanh", "ReLU": "relu", "Softplus": "softplus",
                        "Identity": "identity"}
-_MODULE_OF = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU", "softplus": "Softplus",
-              "identity": "Identity"}
-
 
 def _mlp_layout(seq):
     """``(linears, hidden, output)``: the Sequential's ``(index, Linear)`` pairs and activation names."""
@@ -260,21 +239,11 @@ def mlp_from_torch(seq, loss="squared_error", dtype=None, seed=None, cls=None):
 
 
 def mlp_to_torch(net):
-    """``nn.Sequential`` with the MLP's weights (module docstring for its layout)."""
-    import torch
-    from torch import nn
+    """``nn.Sequential`` with the MLP's weights and activation modules (module docstring for its layout),
+    built by the oracle (``manual_bp.reference.mlp_module``). Needs torch; this module never imports it."""
+    from .reference import mlp_module
 
-    tdt = torch.float64 if net.dtype == np.float64 else torch.float32
-    layers = []
-    for l in range(1, net.L + 1):
-        lin = nn.Linear(net.sizes[l - 1], net.sizes[l], dtype=tdt)
-        lin.load_state_dict({"weight": torch.from_numpy(np.array(net.params[f"W{l}"])),
-                             "bias": torch.from_numpy(np.array(net.params[f"b{l}"]))})
-        layers.append(lin)
-        act = net.hidden_activation if l < net.L else net.output_activation
-        if l < net.L or act not in ("identity", "softmax"):
-            layers.append(getattr(nn, _MODULE_OF[act])())
-    return nn.Sequential(*layers)
+    return mlp_module(net)
 
 
 def mlp_torch_grads(net, grads, module=None) -> dict:

@@ -10,7 +10,7 @@ torch; ``import manual_bp`` itself never does. ``loss_and_grad`` is the one entr
 ``manual_bp.harness`` calls for every model family.
 """
 
-from .mlp import build_mlp, mlp_jvp, mlp_loss_and_grad
+from .mlp import build_mlp, mlp_jvp, mlp_loss_and_grad, mlp_module
 from .recurrent import (
     build_layers,
     build_recurrent,
@@ -36,6 +36,7 @@ def loss_and_grad(model, X, Y, dtype=None, **kwargs):
 __all__ = [
     "loss_and_grad",
     "build_mlp",
+    "mlp_module",
     "mlp_loss_and_grad",
     "mlp_jvp",
     "mlp_hvp",

@@ -37,6 +37,25 @@ def build_mlp(net, dtype=None) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: our activation -> torch's module class
+_MODULE = {
+    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "identity": nn.Identity
+}
+
+
+def mlp_module(net, dtype=None) -> nn.Sequential:
+    """``nn.Sequential(Linear, act, ..., Linear[, out])`` with copies of ``net.params``: ``build_mlp``'s
+    layers with torch's activation modules between them (after the last, the output's, unless it is identity or
+    softmax, which belongs to the loss). What ``MLP.to_torch`` returns."""
+    layers = []
+    for l, lin in enumerate(build_mlp(net, dtype=dtype), start=1):
+        layers.append(lin)
+        act = net.hidden_activation if l < net.L else net.output_activation
+        if l < net.L or act not in ("identity", "softmax"):
+            layers.append(_MODULE[act]())
+    return nn.Sequential(*layers)
+
+
 def _logits(net, layers, X):
     """Run the layers; return the output pre-activation z^(L)."""
     a = X
