@@ -45,8 +45,8 @@ _MODULE = {
 
 def mlp_module(net, dtype=None) -> nn.Sequential:
     """``nn.Sequential(Linear, act, ..., Linear[, out])`` with copies of ``net.params``: ``build_mlp``'s
-    layers with torch's activation modules between them (after the last, the output's, unless it is identity or
-    softmax, which belongs to the loss). What ``MLP.to_torch`` returns."""
+    layers with torch's activation modules between them (after the last, the output's, unless it is identity
+    or softmax, which belongs to the loss). What ``MLP.to_torch`` returns."""
     layers = []
     for l, lin in enumerate(build_mlp(net, dtype=dtype), start=1):
         layers.append(lin)
