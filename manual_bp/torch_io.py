@@ -124,7 +124,7 @@ def recurrent_from_torch(cls, module, head=None, loss="cross_entropy", dtype=Non
 def recurrent_to_torch(model):
     """torch's ``nn.RNN/LSTM/GRU`` (and ``nn.Linear`` head) holding copies of the model's weights, built by
     the oracle's own builder (``manual_bp.reference.build_recurrent``: ``bias_hh = 0``, so the sum is b),
-    every parameter trainable, in the model's training mode. Needs torch; this module never imports it itself."""
+    every parameter trainable, in the model's training mode. Needs torch; this module never imports it."""
     from .reference import build_recurrent
 
     core, head = build_recurrent(model)
