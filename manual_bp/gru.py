@@ -64,6 +64,17 @@ class GRU(Recurrent):
 
     GATES = 3
     STATES = ("h",)
+    TRACE_GATES = (
+        ("r_t", "G2", "sigmoid(G_r + gh_r), the reset gate", "gates", 0),
+        ("z_t", "G2", "sigmoid(G_z + gh_z), the update gate", "gates", 1),
+        ("n_t", "G3", "tanh(G_n + r ⊙ gh_n), the candidate", "gates", 2),
+        ("gh_n", "G3", "W_n h_{t-1} + bh_n, what the reset gate scales", "gh_n", None),
+    )
+    TRACE_DELTAS = (
+        ("da_r", "G7", "dE/da_r, the reset gate's delta", 0),
+        ("da_z", "G6", "dE/da_z, the update gate's delta", 1),
+        ("da_n", "G5", "dE/da_n, the candidate's delta", 2),
+    )
     HIDDEN_BIAS = True
 
     def __init__(self, input_size, hidden_size, output_size=None, loss="cross_entropy", dtype=np.float64,

@@ -82,6 +82,18 @@ class LSTM(Recurrent):
 
     GATES = 4
     STATES = ("h", "c")
+    TRACE_GATES = (
+        ("i_t", "L2", "sigmoid(a_i), the input gate", "gates", 0),
+        ("f_t", "L2", "sigmoid(a_f), the forget gate", "gates", 1),
+        ("g_t", "L2", "tanh(a_g), the candidate", "gates", 2),
+        ("o_t", "L2", "sigmoid(a_o), the output gate", "gates", 3),
+    )
+    TRACE_DELTAS = (
+        ("da_i", "L6", "dE/da_i, the input gate's delta", 0),
+        ("da_f", "L6", "dE/da_f, the forget gate's delta", 1),
+        ("da_g", "L6", "dE/da_g, the candidate's delta", 2),
+        ("da_o", "L6", "dE/da_o, the output gate's delta", 3),
+    )
     PROJECTION = True
     OPTIONS = {**Recurrent.OPTIONS, "proj_size": 0}
 

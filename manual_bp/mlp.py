@@ -336,6 +336,42 @@ class MLP:
             ordered["X"] = grads["X"]
         return E, ordered
 
+    def trace(self, X, Y, input_grad=False, workspace=None):
+        """Every intermediate of ``loss_and_grad(X, Y, input_grad)`` under the derivation's names:
+        ``z^(l)``, ``a^(l)``, ``delta^(l)``, ``dE/da^(l)``, ``dE/dW^(l)``, ``dE/db^(l)`` (``manual_bp.trace``).
+
+        Runs the same operations as ``loss_and_grad`` (``_grad_cache``), so ``trace.loss`` and
+        ``trace.grads`` equal its results bit for bit. Returns a ``manual_bp.trace.Trace``.
+        """
+        from .trace import Trace
+
+        X = self._check_X(X)
+        Y = self._check_Y(Y, len(X))
+        cache = self._grad_cache(X, Y)
+        grads = dict(cache["grads"])
+        if input_grad:
+            grads["X"] = cache["deltas"][1] @ self.params["W1"]  # dE/dX, as loss_and_grad
+        L, Z, A = self.L, cache["Z"], cache["A"]
+        tr = Trace(type(self).__name__, cache["E"], grads)
+        tr.add("a^(0)", X, "input", "the input X, one sample per row")
+        for l in range(1, L + 1):
+            act = self._activation_of(l)
+            tr.add(f"z^({l})", Z[l], "F1", f"W{l} a^({l - 1}) + b{l}, the pre-activation of layer {l}")
+            a = A[l] if l < L else self._f(L)[0](Z[L])  # the output, as forward() computes it
+            tr.add(f"a^({l})", a, "F2", f"{act}(z^({l})), the activation of layer {l}")
+        tr.add("E", np.array(cache["E"]), "loss", f"the batch-mean {self.loss_name} loss")
+        for l in range(L, 0, -1):
+            if l == L:
+                tr.add(f"delta^({L})", cache["deltas"][L], "BP1", f"dE/dz^({L}), the output layer's error")
+            else:
+                tr.add(f"dE/da^({l})", cache["backs"][l], "BP2", f"delta^({l + 1}) W{l + 1}, back through W{l + 1}")
+                tr.add(f"delta^({l})", cache["deltas"][l], "BP2", f"dE/da^({l}) ⊙ f'(z^({l})), layer {l}'s error")
+            tr.add(f"dE/dW^({l})", grads[f"W{l}"], "BP3", f"delta^({l})^T a^({l - 1}), summed over the batch")
+            tr.add(f"dE/db^({l})", grads[f"b{l}"], "BP4", f"delta^({l}) summed over the batch")
+        if input_grad:
+            tr.add("dE/da^(0)", grads["X"], "BP2", "delta^(1) W1, the gradient of the input (= grads['X'])")
+        return tr
+
     # ------------------------------------------------------------------ forward mode
     def jvp(self, X, Y, tangents):
         """Forward-mode directional derivative of the loss, with no reverse pass.

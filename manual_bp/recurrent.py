@@ -775,8 +775,10 @@ class Recurrent:
         """(O1) ``q_t = V h_t + c`` for all t from a one-layer cache: ``(T, N, K)``."""
         return self._head_logits(cache["h"][1:])
 
-    def _loss_and_delta(self, q, Y, mask):
-        """(O2, O3) the batch loss, (O4) ``dE/dq : (T, N, K)`` and the outputs o (softmax or identity)."""
+    def _loss_and_delta(self, q, Y, mask, record=None):
+        """(O2, O3) the batch loss, (O4) ``dE/dq : (T, N, K)`` and the outputs o (softmax or identity).
+
+        ``record``: None, or a dict that receives ``E_tn`` (T, N), each step's masked loss (``trace``)."""
         N = q.shape[1]
         if self.loss_name == "cross_entropy":
             logp = log_softmax(q)  # (T, N, K)
@@ -794,6 +796,8 @@ class Recurrent:
             E_tn = E_tn * mask
             dq = dq * mask[..., None]
         dq /= N  # (O4) m_t (o_t - y_t) / N
+        if record is not None:
+            record["E_tn"] = E_tn
         return float(E_tn.sum()) / N, dq, o  # (O3)
 
     # ------------------------------------------------------------------ the stack, forward
@@ -842,10 +846,12 @@ class Recurrent:
         return tuple(np.stack([c[part][-1] for layer in caches for c in layer]) for part in self.STATES)
 
     # ------------------------------------------------------------------ one cell, backward
-    def _bptt(self, cache, dh_out, truncate, workspace=None, d_final=None):
+    def _bptt(self, cache, dh_out, truncate, workspace=None, d_final=None, record=None):
         """(B1, B2, TR, PK2): the deltas ``dG : (T, N, width)`` and dE/d(initial state) for each state part.
 
         ``d_final``: None, or dE/d(final state) for each part (VJ1), entering at the last step.
+        ``record``: None, or a dict that receives ``dstates``, each part's dE/d(state) ``(T+1, N, size)``
+        as the step back reads it (index 0: dE/ds_0) (``trace``).
         """
         T, N = dh_out.shape[:2]
         GW = self._delta_width
@@ -857,24 +863,33 @@ class Recurrent:
             else:
                 dstate = tuple(np.array(d, dtype=self.dtype) for d in d_final)
             live = cache.get("live")
+            dS = None if record is None else [np.zeros((T + 1, N, n), dtype=self.dtype) for n in sizes]
             for s in range(T - 1, -1, -1):
                 np.add(dstate[0], dh_out[s], out=dstate[0])  # (B1) dE/dh_t = dq_t V + dE/dh_t from step t+1
+                if dS is not None:
+                    for i, d in enumerate(dstate):
+                        dS[i][s + 1] = d
                 prev = self._step_back(s, s + 1, dstate, cache, dG[s])  # (B2)
                 if live is not None and not live[s].all():
                     dead = ~live[s]
                     dG[s][dead] = 0  # (PK2) no step past the end
                     prev = tuple(np.where(dead[:, None], a, b) for a, b in zip(dstate, prev))  # (PK2) passes
                 dstate = prev
+            if dS is not None:
+                for i, d in enumerate(dstate):
+                    dS[i][0] = d
+                record["dstates"] = dS
             return dG, dstate
-        dG, dstate0, _ = self._bptt_lags(cache, [dh_out.reshape(T * N, -1)], truncate)
+        dG, dstate0, _ = self._bptt_lags(cache, [dh_out.reshape(T * N, -1)], truncate, record=record)
         return dG, dstate0
 
-    def _bptt_lags(self, cache, inject, truncate, want_dx=False):
+    def _bptt_lags(self, cache, inject, truncate, want_dx=False, record=None):
         """(TR, TR2, PK2): truncated BPTT by lag. ``inject[l]`` (rows (T-l)*N: steps 1..T-l, or None) is the
         output-side gradient of the lag-l chains (lag 0: dE_t/dh_t; a layer below: (TR2)).
 
         Returns ``dG (T, N, width)`` summed over lags, dE/d(initial state) per part, and with ``want_dx`` the
-        input gradient of each lag's chains (ST5), rows as ``inject``'s.
+        input gradient of each lag's chains (ST5), rows as ``inject``'s. ``record``: as ``_bptt``'s, with each
+        state's dE/d(state) summed over the chains (windows) that reach it.
         """
         k = truncate
         T, N = cache["gates"].shape[:2]
@@ -889,10 +904,14 @@ class Recurrent:
         dstate += tuple(np.zeros((T * N, n), dtype=self.dtype) for n in sizes[1:])
         dG_rows = np.empty((T * N, GW), dtype=self.dtype)
         dx = []
+        dS = None if record is None else [np.zeros((T + 1, N, n), dtype=self.dtype) for n in sizes]
         for lag in range(k + 1):
             M = T - lag  # sources j = 1..M
             if lag > 0 and lag < len(inject) and inject[lag] is not None:
                 dstate = (dstate[0] + inject[lag],) + dstate[1:]  # (TR2) from the layer above, same lag
+            if dS is not None:
+                for i, d in enumerate(dstate):
+                    dS[i][1 : M + 1] += d.reshape(M, N, -1)
             dG_lag = dG_rows[: M * N]
             dprev = self._step_back(0, M, dstate, cache, dG_lag)  # (B2) steps j = 1..M, each E_t's own chain
             if live is not None:
@@ -908,6 +927,10 @@ class Recurrent:
             dstate = tuple(d[N:] for d in dprev)  # states j - 1 >= 1 are the next lag's sources
             if M == 1:
                 break
+        if dS is not None:
+            for i, d in enumerate(dstate0):
+                dS[i][0] = d
+            record["dstates"] = dS
         return dG, dstate0, dx
 
     def _hidden_deltas(self, dG, cache):
@@ -944,12 +967,15 @@ class Recurrent:
         return grads
 
     # ------------------------------------------------------------------ the stack, backward
-    def _run_back(self, call, caches, d_out, truncate=None, workspace=None, d_final=None, want_dx=False):
+    def _run_back(self, call, caches, d_out, truncate=None, workspace=None, d_final=None, want_dx=False,
+                  record=None):
         """(ST4-ST6, BD2, PK2, DO2, TR2) from dE/d(out) down through the layers.
 
         Returns ``(grads, dstate0, dX)``: the cells' gradients under the model's names, dE/d(initial state)
         per part (internal layout), and dE/dX (time-major, None unless ``want_dx`` and dense input).
         ``d_final``: None or dE/d(final state) per part, internal layout (VJ1).
+        ``record``: None, or a dict that receives, under each cell's ``(l, d)``, a dict with that cell's
+        ``dstates`` (``_bptt``) and ``dG`` (``trace``).
         """
         L, Dd, Ho = self.num_layers, self.num_directions, self._hout
         T, N = d_out.shape[:2]
@@ -962,13 +988,14 @@ class Recurrent:
             d_in = None
             for d in range(Dd):
                 cell, cache, k = self._cell(l, d), caches[l][d], l * Dd + d
+                rec = None if record is None else record.setdefault((l, d), {})
                 if lagged:
                     if l == L - 1:
                         dh = d_out if call.live is None else d_out * call.live[..., None]  # (PK2)
                         inject = [dh.reshape(T * N, Ho)]
                     else:
                         inject = d_in_lags
-                    dG, ds0, dx_lags = cell._bptt_lags(cache, inject, truncate, want_dx=need_dx)
+                    dG, ds0, dx_lags = cell._bptt_lags(cache, inject, truncate, want_dx=need_dx, record=rec)
                 else:
                     dh = d_out if Dd == 1 else d_out[..., d * Ho : (d + 1) * Ho]
                     if d == 1:
@@ -976,7 +1003,9 @@ class Recurrent:
                     if call.live is not None:
                         dh = dh * call.live[..., None]  # (PK2) y_t is the constant 0 past the end
                     fin = None if d_final is None else self._cell_state(d_final, k)
-                    dG, ds0 = cell._bptt(cache, dh, truncate, workspace, d_final=fin)
+                    dG, ds0 = cell._bptt(cache, dh, truncate, workspace, d_final=fin, record=rec)
+                if rec is not None:
+                    rec["dG"] = dG.copy()
                 for key, g in cell._weight_grads(cache, dG).items():
                     grads[key + self._suffix(l, d)] = g
                 for i, v in enumerate(ds0):
@@ -1123,9 +1152,21 @@ class Recurrent:
         truncate = self._check_truncate(truncate)
         self._check_workspace(workspace)
         call = self._draw(call)
+        E, grads, caches = self._gradient(call, truncate, workspace)
+        if not return_state:
+            return E, grads
+        return E, grads, self.public_state(self._final_state(caches))
+
+    def _gradient(self, call, truncate, workspace=None, record=None):
+        """``loss_and_grad``'s pass on a checked, drawn call: ``(E, grads, caches)``. ``record``: None, or a
+        dict that receives what ``trace`` shows: ``out``, ``q``, ``o``, ``dq``, ``E_tn`` and, per cell, what
+        ``_run_back`` records."""
         caches, out = self._run(call, workspace)
         T, N, F = out.shape
-        E, dq, _ = self._loss_and_delta(self._head_logits(out), call.Y, call.mask)
+        q = self._head_logits(out)
+        E, dq, o = self._loss_and_delta(q, call.Y, call.mask, record)
+        if record is not None:
+            record.update(out=out.copy(), q=q.copy(), o=o.copy(), dq=dq.copy())
         K = self.output_size
         dq2 = dq.reshape(T * N, K)
         grads = {
@@ -1134,14 +1175,101 @@ class Recurrent:
         }
         d_out = np.matmul(dq2, self.params["V"], out=self._empty((T * N, F), workspace, "dh_out"))
         d_out = d_out.reshape(T, N, F)  # (B1, ST4) first path: E_t through V
-        cell_grads, dstate0, _ = self._run_back(call, caches, d_out, truncate, workspace)
+        cells = None if record is None else record.setdefault("cells", {})
+        cell_grads, dstate0, _ = self._run_back(call, caches, d_out, truncate, workspace, record=cells)
         grads.update(cell_grads)
         grads = {k: grads[k] for k in self.params}
         for part, d in zip(self.STATES, dstate0):
             grads[f"{part}0"] = d  # (B4)
-        if not return_state:
-            return E, grads
-        return E, grads, self.public_state(self._final_state(caches))
+        return E, grads, caches
+
+    # ------------------------------------------------------------------ trace
+    #: the state parts' names in the cell's derivation (the RNN's docstring calls its state s_t)
+    STATE_NAMES = {"h": "h", "c": "c"}
+    #: the cell's forward intermediates for ``trace``: (name, equation, meaning, cache key, gate block or None)
+    TRACE_GATES = ()
+    #: the cell's gate deltas for ``trace``: (name, equation, meaning, block of dG)
+    TRACE_DELTAS = ()
+
+    def trace(self, X, Y, h0=None, truncate=None, mask=None, return_state=False, workspace=None,
+              lengths=None, dropout_masks=None, snapshots=None):
+        """Every intermediate of ``loss_and_grad`` with the same arguments, under the derivation's names: per
+        step the states, the gate activations, the outputs and losses, dE/dh_t, the gate deltas, and the
+        truncation window each E_t reached (``manual_bp.trace`` lists them).
+
+        Runs ``loss_and_grad``'s own code with a recorder, so ``trace.loss`` and ``trace.grads`` are its
+        results bit for bit (with the same dropout masks: pass ``dropout_masks``, or note that a model in
+        training mode draws new ones on every call). ``snapshots`` must be None: a trace keeps every state,
+        which is what checkpointing avoids. Returns a ``manual_bp.trace.Trace``; its ``state`` is the final
+        state when ``return_state`` is true.
+        """
+        from .trace import Trace
+
+        if snapshots is not None:
+            raise ValueError(f"trace keeps every state and takes no snapshots; got snapshots={snapshots!r} "
+                             "(its gradient is the same as with snapshots=None)")
+        self._need_head("trace")
+        call = self._check_call(X, Y, h0, mask, lengths, dropout_masks)
+        truncate = self._check_truncate(truncate)
+        self._check_workspace(workspace)
+        call = self._draw(call)
+        record = {}
+        E, grads, caches = self._gradient(call, truncate, workspace, record)
+        state = self.public_state(self._final_state(caches)) if return_state else None
+        tr = Trace(type(self).__name__, E, grads, state)
+        pub = self._public_layout
+        T = call.X.shape[0]
+        tr.add("x_t", pub(call.X), "input", "the inputs x_1..x_T" + (" (token ids)" if call.is_ids else ""))
+        for l, drop in enumerate(call.drop or []):
+            tr.add(f"dropout_mask_l{l}", pub(drop), "DO1", f"keep mask / (1 - p) between layers {l} and {l + 1}")
+        for l, layer in enumerate(caches):
+            for d, cache in enumerate(layer):
+                self._cell(l, d)._trace_forward(tr, cache, self._suffix(l, d), pub)
+        tr.add("q_t", pub(record["q"]), "O1", "V y_t + c, the output logits")
+        what = "softmax(q_t)" if self.loss_name == "cross_entropy" else "q_t (identity output)"
+        tr.add("yhat_t", pub(record["o"]), "O1", f"{what}, the outputs")
+        tr.add("E_t", pub(record["E_tn"]), "O2", "each step's loss per sequence, masked")
+        tr.add("E", np.array(E), "O3", "the batch loss: the mean over sequences of each one's sum over t")
+        tr.add("dE/dq_t", pub(record["dq"]), "O4", "m_t (yhat_t - y_t) / N")
+        tr.add("dE/dV", grads["V"], "O5", "sum_t dE/dq_t^T y_t")
+        tr.add("dE/dc", grads["c"], "O5", "sum_t dE/dq_t")
+        for l in range(self.num_layers - 1, -1, -1):
+            for d in range(self.num_directions):
+                rec, sfx = record["cells"][(l, d)], self._suffix(l, d)
+                self._cell(l, d)._trace_backward(tr, rec, sfx, pub, grads)
+        k = T - 1 if truncate is None else min(truncate, T - 1)
+        t = np.arange(1, T + 1)
+        tr.add("window", np.stack([np.maximum(1, t - k), t], axis=1), "TR",
+               f"the first and last step each E_t's gradient reached (truncate={truncate})")
+        return tr
+
+    def _trace_forward(self, tr, cache, sfx, pub):
+        """This cell's states and gates into ``tr`` (names with the cell's suffix)."""
+        H = self.hidden_size
+        for part in self.STATES:
+            name = self.STATE_NAMES[part]
+            tag = "S2" if part == "h" else "L3"
+            tr.add(f"{name}_t{sfx}", pub(cache[part]), tag, f"the state {name}_0..{name}_T ({name}_0: initial)")
+        for name, tag, meaning, key, block in self.TRACE_GATES:
+            arr = cache[key] if block is None else cache[key][..., block * H : (block + 1) * H]
+            tr.add(f"{name}{sfx}", pub(arr), tag, meaning)
+
+    def _trace_backward(self, tr, rec, sfx, pub, grads):
+        """This cell's dE/d(state), gate deltas and gradients into ``tr``."""
+        H = self.hidden_size
+        for part, dS in zip(self.STATES, rec["dstates"]):
+            name = self.STATE_NAMES[part]
+            if part == "h":
+                tag, meaning = "B1", f"dE/d{name}_t along every kept path; index 0: dE/d{name}_0 (B4)"
+            else:
+                tag, meaning = "L8", "dE/dc_t through c_{t+1} (h_t held fixed); index 0: dE/dc_0 (B4)"
+            tr.add(f"dE/d{name}_t{sfx}", pub(dS), tag, meaning)
+        for name, tag, meaning, block in self.TRACE_DELTAS:
+            tr.add(f"{name}{sfx}", pub(rec["dG"][..., block * H : (block + 1) * H]), tag, meaning)
+        for base in self._cell_shapes(0):  # the bare names; the shapes do not matter here
+            key = base + sfx
+            if key in grads:
+                tr.add(f"dE/d{key}", grads[key], "PR4" if base == "Wr" else "B3", f"the gradient of {key}")
 
     # ------------------------------------------------------------------ forward mode
     def _run_jvp(self, call, caches, tan, dstate0):

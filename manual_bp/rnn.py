@@ -62,6 +62,9 @@ class RNN(Recurrent):
 
     GATES = 1
     STATES = ("h",)
+    STATE_NAMES = {"h": "s"}
+    TRACE_GATES = (("z_t", "R1", "U x_t + W s_{t-1} + b, the pre-activation", "gates", None),)
+    TRACE_DELTAS = (("delta_t", "R3", "dE/dz_t = dE/ds_t ⊙ f'(z_t), the step's delta", 0),)
 
     def __init__(self, input_size, hidden_size, output_size=None, nonlinearity="tanh", loss="cross_entropy",
                  dtype=np.float64, seed=None, *, num_layers=1, bidirectional=False, batch_first=False,
