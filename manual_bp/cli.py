@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--json", action="store_true", help="print the results as JSON (default: tables)")
         p.add_argument(
+            "--plot",
+            metavar="FILE.png",
+            help="also draw the training curves there: .png, .pdf or .svg, by the suffix (needs matplotlib: "
+            'pip install "manual-bp[plot]"; default: no plot)',
+        )
+        p.add_argument(
             "--no-progress",
             action="store_true",
             help="no progress bar (default: a bar on stderr when it is a terminal)",
@@ -330,12 +336,89 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bar (default: a bar on stderr when it is a terminal)",
     )
+    dep = _add_depth_parser(sub)
     from .gradcheck_command import add_parser as add_gradcheck
 
     grad = add_gradcheck(sub)
-    for leaf in (check, mlp, lm, adding, van, grad):
+    for leaf in (check, mlp, lm, adding, van, dep, grad):
         leaf.set_defaults(parser=leaf)  # unrecognized arguments are reported with the command's own name
     return parser
+
+
+def _widths(text):
+    """``"30,30,30"`` -> [30, 30, 30]: hidden-layer widths, each a positive integer."""
+    parts = [part.strip() for part in text.split(",")]
+    parse = _int_at_least(1, "comma-separated positive integers (hidden-layer widths)")
+    if not any(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers; got {_shown(text)}")
+    return [parse(part) for part in parts]
+
+
+def _positive_float(text):
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {_shown(text)}")
+    return value
+
+
+def _add_depth_parser(sub):
+    from .tasks import DEPTH_ACTIVATIONS, DEPTH_BATCH, DEPTH_DEFAULTS, DEPTH_TRAIN
+
+    d = DEPTH_DEFAULTS
+    widths = ",".join(map(str, d["hidden_sizes"]))
+    dep = sub.add_parser(
+        "depth",
+        help="||dE/db^(l)|| of each layer of a deep MLP, at initialisation and during training (table, plot)",
+        description="The vanishing gradient of a feed-forward net (Nielsen 2015, chapter 5): the norm of "
+        "each layer's bias gradient, its speed of learning, on the full batch of the first "
+        f"{DEPTH_TRAIN} training digits (scikit-learn's 8x8 set), at initialisation and after each epoch of "
+        f"plain SGD (batches of {DEPTH_BATCH}); sigmoid output, squared error, as in the seed. A table, and "
+        "a plot with --plot. A few seconds at the defaults.",
+        epilog=EPILOG,
+    )
+    dep.add_argument(
+        "--hidden-sizes",
+        metavar="N,N,...",
+        type=_widths,
+        default=list(d["hidden_sizes"]),
+        help=f"widths of the hidden layers, input first (default {widths}: the net "
+        f"[64, {widths.replace(',', ', ')}, 10])",
+    )
+    dep.add_argument(
+        "--activation",
+        type=str.lower,
+        choices=DEPTH_ACTIVATIONS,
+        default=d["activation"],
+        help=f"of the hidden layers (default {d['activation']})",
+    )
+    dep.add_argument(
+        "--epochs",
+        metavar="N",
+        type=_nonneg_int,
+        default=d["epochs"],
+        help=f"epochs of SGD (default {d['epochs']}; 0: at initialisation only)",
+    )
+    dep.add_argument(
+        "--lr",
+        metavar="LR",
+        type=_positive_float,
+        default=d["lr"],
+        help=f"SGD's learning rate (default {d['lr']:g}, the seed's; relu and tanh want about 0.5)",
+    )
+    dep.add_argument("--seed", metavar="SEED", type=_nonneg_int, default=0, help="seed (default 0)")
+    dep.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw the figure there: .png, .pdf or .svg, by the suffix (needs matplotlib: "
+        'pip install "manual-bp[plot]"; default: no plot)',
+    )
+    dep.add_argument("--json", action="store_true", help="print the results as JSON (default: a table)")
+    dep.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar on stderr when it is a terminal)",
+    )
+    return dep
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -360,12 +443,13 @@ def _plan(args):
         )
     given = {key: getattr(args, key) for key in tasks.PRESETS[args.task]}
     s = tasks.resolve(args.task, args.quick, **given)
+    plot = args.plot  # None: no plot; anything else (even '') is checked as a file name
     if args.task == "mlp":
-        return tasks.plan_mlp(data=args.data, save=args.save, seed=args.seed, **s)
+        return tasks.plan_mlp(data=args.data, save=args.save, seed=args.seed, plot=plot, **s)
     if args.task == "lm":
-        return tasks.plan_lm(model=args.model, text=args.text, save=args.save, seed=args.seed, **s)
+        return tasks.plan_lm(model=args.model, text=args.text, save=args.save, seed=args.seed, plot=plot, **s)
     models = [m.lower() for m in RECURRENT_MODELS] if args.model == "all" else [args.model]
-    return tasks.plan_adding(models=models, seed=args.seed, optimizer=args.optimizer, **s)
+    return tasks.plan_adding(models=models, seed=args.seed, optimizer=args.optimizer, plot=plot, **s)
 
 
 def _cmd_train(args) -> int:
@@ -383,6 +467,32 @@ def _cmd_train(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(FORMATS[plan.task](result))
+        if result["plot"]:
+            print(f"plot written to {result['plot']}")
+    return 0
+
+
+def _cmd_depth(args) -> int:
+    from . import tasks
+
+    plan = tasks.plan_depth(
+        hidden_sizes=args.hidden_sizes,
+        activation=args.activation,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        plot=args.plot,
+    )
+    if not args.json:
+        print("\n".join(plan.header), flush=True)
+    with np.errstate(all="ignore"):  # a non-finite loss or gradient stops the run with its own message
+        result = tasks.run_depth(plan, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(format_depth(result))
+    if result["plot"]:
+        print(f"plot written to {result['plot']}")
     return 0
 
 
@@ -482,6 +592,30 @@ def format_vanishing(result) -> str:
     return format_rows(header, rows)
 
 
+def format_depth(result) -> str:
+    """Per layer: its width, ||dE/db^(l)|| and its ratio to the output layer's, at initialisation and (when
+    it trained) after the last epoch; then the test accuracy."""
+    L = len(result["layers"])
+    last = result["history"][-1]
+    header = ["layer", "width", "||dE/db|| at init", "ratio to layer L"]
+    if last["epoch"]:
+        header += [f"||dE/db|| after epoch {last['epoch']}", "ratio to layer L"]
+    rows = []
+    for i, r in enumerate(result["layers"]):
+        name = f"{r['layer']}" + (" (output)" if r["layer"] == L else "")
+        row = [name, r["width"], f"{r['grad_norm']:.3e}", "-" if r["ratio"] is None else f"{r['ratio']:.3g}"]
+        if last["epoch"]:
+            x, out = last["grad_norms"][i], last["grad_norms"][-1]
+            row += [f"{x:.3e}", f"{x / out:.3g}" if out else "-"]
+        rows.append(row)
+    lines = [format_rows(header, rows)]
+    first, final = result["history"][0]["loss"], last["loss"]
+    if last["epoch"]:
+        lines.append(f"training loss {_n(first)} at initialisation, {_n(final)} after epoch {last['epoch']}")
+    lines.append(f"test accuracy {result['test_accuracy']:.4f} ({result['n_test']} test digits)")
+    return "\n".join(lines)
+
+
 FORMATS = {"mlp": format_mlp, "lm": format_lm, "adding": format_adding}
 
 
@@ -523,6 +657,7 @@ COMMANDS = {
     "check": _cmd_check,
     "train": _cmd_train,
     "vanishing": _cmd_vanishing,
+    "depth": _cmd_depth,
     "gradcheck": _cmd_gradcheck,
 }
 

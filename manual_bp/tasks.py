@@ -20,7 +20,6 @@ terminal, and nothing otherwise. A run whose loss or gradient becomes non-finite
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checkpoint, datasets
+from . import checkpoint, datasets, plots
 from ._validation import check_int
 from .hessian_free import HessianFree
 from .mlp import MLP
@@ -224,15 +223,27 @@ def _check_checkpoint_target(flag, path, keep=()) -> str:
     return path
 
 
-#: file types --plot can write (matplotlib's own, without extra packages)
-PLOT_FORMATS = (".png", ".pdf", ".svg")
+PLOT_FORMATS = plots.PLOT_FORMATS  # file types --plot can write (matplotlib's own, without extra packages)
 
 
-def _check_plot_path(path) -> str:
-    path = check_output_path("--plot", path)
-    if os.path.splitext(path)[1].lower() not in PLOT_FORMATS:
-        raise ValueError(f"--plot {path}: the file name must end in {', '.join(PLOT_FORMATS)}")
+def _check_plot_path(path, keep=()) -> str:
+    path = check_output_path("--plot", path, keep)
+    plots.check_format(path)
+    for other_flag, other in keep:
+        if other is not None and os.path.abspath(os.fspath(other)) == os.path.abspath(path):
+            raise ValueError(f"--plot {path}: is also the {other_flag} file; give them different names")
     return path
+
+
+def _plan_plot(problems, plot, keep=()):
+    """``plot`` checked (a writable path of a known type that is none of ``keep``, matplotlib importable),
+    or None with the problem recorded in ``problems``; None stays None."""
+    if plot is None:
+        return None
+    plot = problems.attempt("", _check_plot_path, plot, keep)
+    if plot is not None and problems.attempt("--plot: ", plots.require_matplotlib) is None:
+        return None
+    return plot
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -392,13 +403,14 @@ def _check_classes(where, y_train, y_test, warn):
     return int(max(y_train.max(), y_test.max())) + 1
 
 
-def plan_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=None) -> Plan:
+def plan_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=None, plot=None) -> Plan:
     """Check and load everything ``run_mlp`` needs (see the module docstring); trains nothing.
 
     data : path of a ``.npz`` (``datasets.load_npz``) or None for scikit-learn's 8x8 digits.
     save : where to write the last set-up's checkpoint, or None.
     epochs : per set-up. train_size : use the first this many training samples (None: all).
     setups : names of ``MLP_SETUPS`` to run, in order (None: all).
+    plot : where to draw the training curves (``plots.plot_training``; .png, .pdf or .svg), or None.
     """
     epochs = check_int("epochs", epochs, minimum=1)
     seed = check_int("seed", seed, minimum=0)
@@ -411,6 +423,7 @@ def plan_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=No
     problems, warns = _Problems(), []
     if save is not None:
         save = problems.attempt("", _check_checkpoint_target, "--save", save, keep=(("--data", data),))
+    plot = _plan_plot(problems, plot, keep=(("--data", data), ("--save", save)))
     parts, where = None, "--data" if data is None else f"--data {os.fspath(data)}"
     if data is None:
         parts = problems.attempt("", datasets.load_digits, seed=seed)
@@ -429,6 +442,7 @@ def plan_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=No
             else:
                 parts = problems.attempt("--data ", datasets.load_npz, data, seed=seed)
     settings = {"data": source, "save": save, "epochs": epochs, "train_size": train_size, "seed": seed}
+    settings["plot"] = plot
     settings["setups"] = setups
     if parts is None:
         problems.raise_if_any()
@@ -489,7 +503,9 @@ def run_mlp(plan: Plan, progress=False) -> dict:
     for name in s_all["setups"]:
         s, sizes = MLP_SETUPS[name], s_all["sizes"][name]
         net = MLP(sizes, s["hidden"], s["output"], s["loss"], seed=s_all["seed"])
-        Y_train = y_train if s["loss"] == "cross_entropy" else np.eye(K)[y_train]  # one-hot for squared error
+        one_hot = s["loss"] != "cross_entropy"  # squared error wants one-hot targets
+        Y_train = np.eye(K)[y_train] if one_hot else y_train
+        Y_test = np.eye(K)[y_test] if one_hot else y_test
         kind, hyper = s["optimizer"]
         opt = _optimizer(kind, net.params, hyper)
         bar = Bar(
@@ -510,6 +526,7 @@ def run_mlp(plan: Plan, progress=False) -> dict:
             epochs=s_all["epochs"],
             batch_size=s["batch_size"],
             seed=s_all["seed"],
+            validation=(X_test, Y_test),  # the test loss and accuracy of each epoch: the curves of --plot
             progress=bar,
         )
         seconds = time.perf_counter() - t0
@@ -524,6 +541,15 @@ def run_mlp(plan: Plan, progress=False) -> dict:
                 "train_accuracy": float((net.predict(X_train) == y_train).mean()),
                 "test_accuracy": float((net.predict(X_test) == y_test).mean()),
                 "seconds": seconds,
+                "history": [
+                    {
+                        "epoch": r["epoch"],
+                        "loss": r["loss"],
+                        "test_loss": r["val_loss"],
+                        "test_accuracy": r["val_accuracy"],
+                    }
+                    for r in history
+                ],
             }
         )
     saved = None
@@ -532,7 +558,7 @@ def run_mlp(plan: Plan, progress=False) -> dict:
         extra = {"task": "mlp", "setup": last["setup"], "test_accuracy": last["test_accuracy"]}
         checkpoint.save(s_all["save"], net, opt, extra=extra)
         saved = s_all["save"]
-    return {
+    result = {
         "task": "mlp",
         "data": s_all["data"],
         "n_train": s_all["n_train"],
@@ -542,7 +568,15 @@ def run_mlp(plan: Plan, progress=False) -> dict:
         "seed": s_all["seed"],
         "results": results,
         "saved": saved,
+        "plot": None,
     }
+    return _with_plot(result, s_all.get("plot"))
+
+
+def _with_plot(result, plot):
+    """``result`` with the training curves drawn at ``plot`` (None: none) and ``result["plot"]`` set."""
+    result["plot"] = None if plot is None else plots.plot_training(result, plot)
+    return result
 
 
 def _warn_all(plan):
@@ -551,9 +585,10 @@ def _warn_all(plan):
     return plan
 
 
-def train_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=None, progress=False) -> dict:
+def train_mlp(data=None, save=None, epochs=60, train_size=None, seed=0, setups=None, progress=False,
+              plot=None) -> dict:
     """``run_mlp(plan_mlp(...))``; the plan's warnings go through ``warnings.warn``."""
-    plan = _warn_all(plan_mlp(data, save, epochs, train_size, seed, setups))
+    plan = _warn_all(plan_mlp(data, save, epochs, train_size, seed, setups, plot))
     return run_mlp(plan, progress=progress)
 
 
@@ -611,11 +646,13 @@ def plan_lm(
     max_chars=200_000,
     sample_length=300,
     seed=0,
+    plot=None,
 ) -> Plan:
     """Check and load everything ``run_lm`` needs (see the module docstring); trains nothing.
 
     text : path of a UTF-8 text file, or None for the Python documentation topics in ``pydoc_data``.
     The last 10% of the first ``max_chars`` characters are held out.
+    plot : where to draw the training curves (``plots.plot_training``; .png, .pdf or .svg), or None.
     """
     epochs = check_int("epochs", epochs, minimum=1)
     hidden = check_int("hidden", hidden, minimum=1)
@@ -627,6 +664,7 @@ def plan_lm(
     problems, warns = _Problems(), []
     if save is not None:
         save = problems.attempt("", _check_checkpoint_target, "--save", save, keep=(("--text", text),))
+    plot = _plan_plot(problems, plot, keep=(("--text", text), ("--save", save)))
     corpus = None
     if text is None:
         source = "Python documentation (pydoc_data)"
@@ -695,6 +733,7 @@ def plan_lm(
         n_train=split,
         n_held_out=len(ids) - split,
         vocabulary=len(vocab),
+        plot=plot,
     )
     header = [
         f"data: {source}: {split} training and {len(ids) - split} held-out characters, "
@@ -770,7 +809,7 @@ def run_lm(plan: Plan, progress=False) -> dict:
         extra = {"task": "lm", "vocabulary": "".join(vocab.chars), "val_bpc": epochs_out[-1]["val_bpc"]}
         checkpoint.save(s["save"], net, opt, schedule, extra=extra)
         saved = s["save"]
-    return {
+    result = {
         "task": "lm",
         "model": s["model"],
         "data": s["data"],
@@ -786,7 +825,9 @@ def run_lm(plan: Plan, progress=False) -> dict:
         "seconds": seconds,
         "sample": sample,
         "saved": saved,
+        "plot": None,
     }
+    return _with_plot(result, s.get("plot"))
 
 
 def train_lm(
@@ -800,9 +841,12 @@ def train_lm(
     sample_length=300,
     seed=0,
     progress=False,
+    plot=None,
 ) -> dict:
     """``run_lm(plan_lm(...))``; the plan's warnings go through ``warnings.warn``."""
-    plan = _warn_all(plan_lm(model, text, save, epochs, hidden, seq_len, max_chars, sample_length, seed))
+    plan = _warn_all(
+        plan_lm(model, text, save, epochs, hidden, seq_len, max_chars, sample_length, seed, plot)
+    )
     return run_lm(plan, progress=progress)
 
 
@@ -834,11 +878,12 @@ ADDING_OPTIMIZERS = ("adam", "hf")
 
 
 def plan_adding(models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, test_size=2000, seed=0,
-                optimizer="adam") -> Plan:
+                optimizer="adam", plot=None) -> Plan:
     """Check everything ``run_adding`` needs (see the module docstring); trains nothing.
 
     ``optimizer``: "adam" (``steps`` Adam steps on batches of 50) or "hf" (``steps`` Hessian-free steps with
-    structural damping on batches of 250, ``ADDING_HF``).
+    structural damping on batches of 250, ``ADDING_HF``). ``plot``: where to draw the curves
+    (``plots.plot_training``; .png, .pdf or .svg), or None.
     """
     T = check_int("T", T, minimum=2)
     steps = check_int("steps", steps, minimum=1)
@@ -853,6 +898,7 @@ def plan_adding(models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, tes
     if not names:
         raise ValueError("models must name at least one of rnn, lstm, gru")
     problems = _Problems()
+    plot = _plan_plot(problems, plot)
     problem = _memory_problem(
         f"the adding problem with --T {T}, --hidden {hidden} and --test-size {test_size}",
         _adding_bytes,
@@ -872,6 +918,7 @@ def plan_adding(models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, tes
         lr=ADDING_LR if optimizer == "adam" else None,
         optimizer=optimizer,
         seed=seed,
+        plot=plot,
     )
     if optimizer == "adam":
         how = f"{steps} Adam steps (lr {ADDING_LR}, clip 1) on fresh batches of {ADDING_BATCH}"
@@ -919,6 +966,7 @@ def run_adding(plan: Plan, progress=False) -> dict:
         bar.start(1, 1, steps)
         t0 = time.perf_counter()
         curve = []
+        since = []  # the training-batch MSEs since the last point of the curve
         for step in range(1, steps + 1):
             X, Y, m = datasets.adding_problem(T, s["batch_size"], rng)
             try:
@@ -932,16 +980,18 @@ def run_adding(plan: Plan, progress=False) -> dict:
             except ValueError as exc:
                 raise TrainingDiverged(f"{name.upper()} step {step}: {exc}") from exc
             bar.update(step, E)
+            since.append(2 * E)  # E = 1/2 (y - o)^2 per sequence
             if step % max(1, steps // 10) == 0 or step == steps:
                 mse = 2 * evaluate(net, X_test, Y_test, mask=m_test)["loss"]  # E = 1/2 (y - o)^2 per sequence
                 if not math.isfinite(mse):
                     raise TrainingDiverged(f"{name.upper()} step {step}: the test MSE is {mse}")
-                curve.append({"step": step, "test_mse": mse})
+                curve.append({"step": step, "test_mse": mse, "train_mse": float(np.mean(since))})
+                since = []
                 bar.note = f"test MSE {format_number(mse)}"
         seconds = time.perf_counter() - t0
         bar.end({"test_mse": curve[-1]["test_mse"]})
         results.append({"model": name, "test_mse": curve[-1]["test_mse"], "curve": curve, "seconds": seconds})
-    return {
+    result = {
         "task": "adding",
         "T": T,
         "steps": steps,
@@ -953,15 +1003,18 @@ def run_adding(plan: Plan, progress=False) -> dict:
         "seed": seed,
         "baseline_mse": ADDING_BASELINE,
         "results": results,
+        "plot": None,
     }
+    return _with_plot(result, s.get("plot"))
 
 
 def train_adding(
     models=("rnn", "lstm", "gru"), T=100, steps=2000, hidden=64, test_size=2000, seed=0, progress=False,
-    optimizer="adam",
+    optimizer="adam", plot=None,
 ) -> dict:
     """``run_adding(plan_adding(...))``."""
-    return run_adding(plan_adding(models, T, steps, hidden, test_size, seed, optimizer), progress=progress)
+    plan = plan_adding(models, T, steps, hidden, test_size, seed, optimizer, plot)
+    return run_adding(plan, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------- vanishing
@@ -992,8 +1045,8 @@ def plan_vanishing(T=100, hidden=32, seed=0, forget_bias=1.0, plot=None) -> Plan
     problems, warns = _Problems(), []
     if plot is not None:
         plot = problems.attempt("", _check_plot_path, plot)
-        if plot is not None and importlib.util.find_spec("matplotlib") is None:
-            warns.append("no plot: matplotlib is not installed (pip install 'manual-bp[plot]')")
+        if plot is not None and not plots.available():  # the default --plot: the table alone will do
+            warns.append(f"no plot: matplotlib is not installed ({plots.INSTALL_HINT})")
             plot = None
     problem = _memory_problem(
         f"the vanishing-gradient table with --T {T} and --hidden {hidden}",
@@ -1013,7 +1066,8 @@ def run_vanishing(plan: Plan, progress=False, input_size=10, output_size=10) -> 
     """``||dE_T/ds_k||`` against T - k for RNN, LSTM and GRU on the same random sequence, default init.
 
     ``forget_bias`` (0 to skip) adds one more LSTM whose forget-gate bias is raised by that much: the usual
-    remedy. Returns the norms and, when ``plot`` is a path (matplotlib installed), writes a PNG there.
+    remedy. Returns the norms and, when ``plot`` is a path (matplotlib installed), writes the figure there
+    (``plots.plot_vanishing``; the type from the suffix).
     """
     progress = _check_progress(progress)
     s = plan.settings
@@ -1037,18 +1091,18 @@ def run_vanishing(plan: Plan, progress=False, input_size=10, output_size=10) -> 
         curves[key] = {part: v.tolist() for part, v in norms.items()}
         bar.update(i + 1)
     bar.end({})
-    written = None
-    if s["plot"] is not None:
-        written = _plot_vanishing(curves, T, s["plot"])
-    return {
+    result = {
         "task": "vanishing",
         "T": T,
         "hidden": hidden,
         "seed": seed,
         "forget_bias": forget_bias,
         "curves": curves,
-        "plot": written,
+        "plot": None,
     }
+    if s["plot"] is not None:
+        result["plot"] = plots.plot_vanishing(result, s["plot"])
+    return result
 
 
 def vanishing(T=100, hidden=32, seed=0, forget_bias=1.0, plot=None, progress=False) -> dict:
@@ -1056,33 +1110,131 @@ def vanishing(T=100, hidden=32, seed=0, forget_bias=1.0, plot=None, progress=Fal
     return run_vanishing(_warn_all(plan_vanishing(T, hidden, seed, forget_bias, plot)), progress=progress)
 
 
-def _plot_vanishing(curves, T, path):
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    lag = np.arange(T, -1, -1)  # T - k for k = 0..T
-    for name, parts in curves.items():
-        for part, values in parts.items():
-            label = f"{name.upper().replace('+FB', ', forget bias +')}  ||dE_T/d{part}_k||"
-            values = np.asarray(values, dtype=float)
-            ax.semilogy(
-                lag,
-                np.where(values > 0, values, np.nan),
-                label=label,
-                lw=1.6,
-                ls="-" if part == "h" else "--",
-            )
-    ax.set_xlabel("T - k  (steps back from the last one)")
-    ax.set_ylabel("gradient norm (log scale)")
-    ax.set_title(f"The vanishing gradient: one random sequence, T = {T}, default initialisation")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+# ---------------------------------------------------------------------------------------------- depth
+#: ``manual-bp depth``: the seed's digits set-up made deep (Nielsen 2015, chapter 5: [784, 30, 30, 30, 30, 10]
+#: on MNIST; here the 8x8 digits, 64 inputs): sigmoid output, squared error, plain SGD with the seed's
+#: lr 3.0 and batches of 10, on the first DEPTH_TRAIN training images (Nielsen's 1000)
+DEPTH_DEFAULTS = {"hidden_sizes": (30, 30, 30, 30), "activation": "sigmoid", "epochs": 10, "lr": 3.0}
+DEPTH_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+DEPTH_BATCH = 10
+DEPTH_TRAIN = 1000
+
+
+def _depth_bytes(n_train, n_test, sizes):
+    """The data (and its one-hot targets), parameters, gradients and SGD state, and the activations and
+    deltas of one full-batch ``loss_and_grad`` over the training set."""
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    data = (n_train + n_test) * (sizes[0] + sizes[-1])
+    return _F64 * (data + 4 * params + 4 * max(n_train, n_test) * sum(sizes))
+
+
+def plan_depth(hidden_sizes=(30, 30, 30, 30), activation="sigmoid", epochs=10, lr=3.0, seed=0,
+               plot=None) -> Plan:
+    """Check and load everything ``run_depth`` needs: the digits, the sizes, the plot path; trains nothing.
+
+    hidden_sizes : the widths of the hidden layers (the input 64 and output 10 come from the digits).
+    activation : of the hidden layers (``DEPTH_ACTIVATIONS``); the output is sigmoid with squared error.
+    epochs : of SGD (0: the gradients at initialisation only). lr : SGD's step size (batches of 10).
+    plot : where to draw ``plots.plot_depth`` (.png, .pdf or .svg), or None.
+    """
+    if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__len__"):
+        raise TypeError(f"hidden_sizes must be a list of layer widths; got {hidden_sizes!r}")
+    if len(hidden_sizes) < 1:
+        raise ValueError("hidden_sizes must list at least one hidden layer; got []")
+    hidden_sizes = [check_int(f"hidden_sizes[{i}]", n, minimum=1) for i, n in enumerate(hidden_sizes)]
+    if activation not in DEPTH_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(DEPTH_ACTIVATIONS)}; got {activation!r}")
+    epochs = check_int("epochs", epochs, minimum=0)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a finite number > 0; got {lr!r}")
+    seed = check_int("seed", seed, minimum=0)
+    problems = _Problems()
+    plot = _plan_plot(problems, plot)
+    parts = problems.attempt("", datasets.load_digits, seed=seed)
+    if parts is not None:
+        X_train, y_train, X_test, y_test = parts
+        X_train, y_train = X_train[:DEPTH_TRAIN], y_train[:DEPTH_TRAIN]
+        sizes = [X_train.shape[1]] + hidden_sizes + [10]
+        problem = _memory_problem(
+            f"the MLP {sizes}",
+            _depth_bytes,
+            dict(n_train=len(X_train), n_test=len(X_test), sizes=sizes),
+            [],
+        )
+        if problem:
+            problems.append(problem)
+    problems.raise_if_any()
+    settings = dict(sizes=sizes, activation=activation, epochs=epochs, lr=float(lr), seed=seed, plot=plot,
+                    batch_size=DEPTH_BATCH, n_train=len(X_train), n_test=len(X_test))
+    header = [
+        f"||dE/db^(l)|| of each layer of {sizes}: {activation} hidden layers, sigmoid output, squared error; "
+        f"the full-batch gradient on {len(X_train)} scikit-learn 8x8 digits, at initialisation (seed {seed})"
+        + (f" and after each of {_plural(epochs, 'epoch')} of SGD (lr {lr:g}, batches of {DEPTH_BATCH})"
+           if epochs else "")
+    ]
+    data = {"X_train": X_train, "Y_train": np.eye(10)[y_train], "X_test": X_test, "y_test": y_test}
+    return Plan("depth", settings, header, [], data, memory=_depth_bytes(len(X_train), len(X_test), sizes))
+
+
+def depth_norms(net, X, Y):
+    """``(E, [||dE/db^(1)||, ..., ||dE/db^(L)||])``: the bias gradient of each layer from the model's own
+    ``loss_and_grad`` (BP4), the full batch ``X, Y``."""
+    E, grads = net.loss_and_grad(X, Y)
+    return float(E), [float(np.linalg.norm(grads[f"b{l}"])) for l in range(1, net.L + 1)]
+
+
+def run_depth(plan: Plan, progress=False) -> dict:
+    """The vanishing gradient of a deep feed-forward net: ``||dE/db^(l)||`` per layer l, at initialisation
+    and after each epoch of SGD; the ratio of each layer's norm to the output layer's (layer L)."""
+    progress = _check_progress(progress)
+    s, d = plan.settings, plan.data
+    X, Y = d["X_train"], d["Y_train"]
+    net = MLP(s["sizes"], s["activation"], "sigmoid", "squared_error", seed=s["seed"])
+    E, norms = depth_norms(net, X, Y)
+    history = [{"epoch": 0, "loss": E, "grad_norms": norms}]
+
+    def measure(record, run):
+        E, norms = depth_norms(net, X, Y)
+        if not all(math.isfinite(x) for x in [E] + norms):
+            raise TrainingDiverged(f"epoch {record['epoch']}: the loss or a gradient is not finite")
+        history.append({"epoch": record["epoch"], "loss": E, "grad_norms": norms})
+
+    if s["epochs"]:
+        bar = Bar(f"depth {s['sizes']}", "batch", progress,
+                  summary=lambda r: f"training loss {format_number(r['loss'])}")
+        _train(bar, f"the MLP {s['sizes']}", fit, net, SGD(net.params, lr=s["lr"]), X, Y, epochs=s["epochs"],
+               batch_size=s["batch_size"], seed=s["seed"], progress=bar, callbacks=[measure])
+    at_init = history[0]["grad_norms"]
+    last = at_init[-1]
+    layers = [
+        {"layer": l, "width": s["sizes"][l], "grad_norm": x, "ratio": x / last if last else None}
+        for l, x in enumerate(at_init, start=1)
+    ]
+    result = {
+        "task": "depth",
+        "sizes": s["sizes"],
+        "activation": s["activation"],
+        "output": "sigmoid",
+        "loss": "squared_error",
+        "lr": s["lr"],
+        "batch_size": s["batch_size"],
+        "epochs": s["epochs"],
+        "seed": s["seed"],
+        "data": "scikit-learn 8x8 digits",
+        "n_train": s["n_train"],
+        "n_test": s["n_test"],
+        "layers": layers,
+        "history": history,
+        "test_accuracy": float((net.predict(d["X_test"]) == d["y_test"]).mean()),
+        "plot": None,
+    }
+    if s["plot"] is not None:
+        result["plot"] = plots.plot_depth(result, s["plot"])
+    return result
+
+
+def depth(hidden_sizes=(30, 30, 30, 30), activation="sigmoid", epochs=10, lr=3.0, seed=0, plot=None,
+          progress=False) -> dict:
+    """``run_depth(plan_depth(...))``."""
+    return run_depth(plan_depth(hidden_sizes, activation, epochs, lr, seed, plot), progress=progress)
