@@ -87,6 +87,7 @@ class LSTM(Recurrent):
         ("f_t", "L2", "sigmoid(a_f), the forget gate", "gates", 1),
         ("g_t", "L2", "tanh(a_g), the candidate", "gates", 2),
         ("o_t", "L2", "sigmoid(a_o), the output gate", "gates", 3),
+        ("m_t", "PR1", "o ⊙ tanh(c_t), before the projection (proj_size only)", "m", None),
     )
     TRACE_DELTAS = (
         ("da_i", "L6", "dE/da_i, the input gate's delta", 0),

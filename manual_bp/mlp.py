@@ -338,7 +338,8 @@ class MLP:
 
     def trace(self, X, Y, input_grad=False, workspace=None):
         """Every intermediate of ``loss_and_grad(X, Y, input_grad)`` under the derivation's names:
-        ``z^(l)``, ``a^(l)``, ``delta^(l)``, ``dE/da^(l)``, ``dE/dW^(l)``, ``dE/db^(l)`` (``manual_bp.trace``).
+        ``z^(l)``, ``a^(l)``, ``delta^(l)``, ``dE/da^(l)``, ``dE/dW^(l)``, ``dE/db^(l)`` (see
+        ``manual_bp.trace``).
 
         Runs the same operations as ``loss_and_grad`` (``_grad_cache``), so ``trace.loss`` and
         ``trace.grads`` equal its results bit for bit. Returns a ``manual_bp.trace.Trace``.
@@ -364,8 +365,10 @@ class MLP:
             if l == L:
                 tr.add(f"delta^({L})", cache["deltas"][L], "BP1", f"dE/dz^({L}), the output layer's error")
             else:
-                tr.add(f"dE/da^({l})", cache["backs"][l], "BP2", f"delta^({l + 1}) W{l + 1}, back through W{l + 1}")
-                tr.add(f"delta^({l})", cache["deltas"][l], "BP2", f"dE/da^({l}) ⊙ f'(z^({l})), layer {l}'s error")
+                tr.add(f"dE/da^({l})", cache["backs"][l], "BP2",
+                       f"delta^({l + 1}) W{l + 1}, back through W{l + 1}")
+                tr.add(f"delta^({l})", cache["deltas"][l], "BP2",
+                       f"dE/da^({l}) ⊙ f'(z^({l})), layer {l}'s error")
             tr.add(f"dE/dW^({l})", grads[f"W{l}"], "BP3", f"delta^({l})^T a^({l - 1}), summed over the batch")
             tr.add(f"dE/db^({l})", grads[f"b{l}"], "BP4", f"delta^({l}) summed over the batch")
         if input_grad:

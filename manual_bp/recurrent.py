@@ -1186,7 +1186,7 @@ class Recurrent:
     # ------------------------------------------------------------------ trace
     #: the state parts' names in the cell's derivation (the RNN's docstring calls its state s_t)
     STATE_NAMES = {"h": "h", "c": "c"}
-    #: the cell's forward intermediates for ``trace``: (name, equation, meaning, cache key, gate block or None)
+    #: the cell's forward intermediates for ``trace``: (name, equation, meaning, cache key, block or None)
     TRACE_GATES = ()
     #: the cell's gate deltas for ``trace``: (name, equation, meaning, block of dG)
     TRACE_DELTAS = ()
@@ -1221,7 +1221,7 @@ class Recurrent:
         T = call.X.shape[0]
         tr.add("x_t", pub(call.X), "input", "the inputs x_1..x_T" + (" (token ids)" if call.is_ids else ""))
         for l, drop in enumerate(call.drop or []):
-            tr.add(f"dropout_mask_l{l}", pub(drop), "DO1", f"keep mask / (1 - p) between layers {l} and {l + 1}")
+            tr.add(f"dropout_mask_l{l}", pub(drop), "DO1", f"keep mask / (1 - p), layers {l} to {l + 1}")
         for l, layer in enumerate(caches):
             for d, cache in enumerate(layer):
                 self._cell(l, d)._trace_forward(tr, cache, self._suffix(l, d), pub)
@@ -1249,8 +1249,10 @@ class Recurrent:
         for part in self.STATES:
             name = self.STATE_NAMES[part]
             tag = "S2" if part == "h" else "L3"
-            tr.add(f"{name}_t{sfx}", pub(cache[part]), tag, f"the state {name}_0..{name}_T ({name}_0: initial)")
+            tr.add(f"{name}_t{sfx}", pub(cache[part]), tag, f"the states {name}_0 (initial) .. {name}_T")
         for name, tag, meaning, key, block in self.TRACE_GATES:
+            if key not in cache:
+                continue  # an optional part (the LSTM's m_t without a projection)
             arr = cache[key] if block is None else cache[key][..., block * H : (block + 1) * H]
             tr.add(f"{name}{sfx}", pub(arr), tag, meaning)
 

@@ -6,7 +6,7 @@ array that pass computed (or, where the pass overwrites an array in place, a cop
 computed). A ``Trace`` is a read-only mapping from names to arrays, in the order the pass computes them, and
 knows for each name the equation tag of the line that computes it and a one-line meaning.
 
-The MLP (``mlp.py``; layers l = 1..L, ``a^(0) = X``; our l is the seed's l+1, which numbers the input layer 1):
+The MLP (``mlp.py``; layers l = 1..L, ``a^(0) = X``; our l is the seed's l+1: it numbers the input layer 1):
 
     ==============  ===========  ==========================================================
     name            equation     array
@@ -22,11 +22,11 @@ The MLP (``mlp.py``; layers l = 1..L, ``a^(0) = X``; our l is the seed's l+1, wh
     delta^(l)       BP2          dE/da^(l) ⊙ f'(z^(l)) : (N, n_l)
     ==============  ===========  ==========================================================
 
-The recurrent nets (``recurrent.py`` and the cells; time-major ``(T, N, ...)`` arrays, or ``(N, T, ...)`` for
-batch-first models, as the model's own inputs). Step arrays hold t = 1..T; state arrays hold t = 0..T, with the
-initial state at index 0. For every cell (layer l, direction d) the names carry the parameters' suffix
-(``_l1``, ``_reverse``; none for layer 0's forward cell), and a reverse cell's arrays are in its own processing
-order: its step s reads x_{T+1-s} (x_{L_n+1-s} with lengths), (BD1, PK3).
+The recurrent nets (``recurrent.py`` and the cells; time-major ``(T, N, ...)`` arrays, or ``(N, T, ...)``
+for batch-first models, as the model's own inputs). Step arrays hold t = 1..T; state arrays hold t = 0..T,
+with the initial state at index 0. For every cell (layer l, direction d) the names carry the parameters'
+suffix (``_l1``, ``_reverse``; none for layer 0's forward cell), and a reverse cell's arrays are in its own
+processing order: its step s reads x_{T+1-s} (x_{L_n+1-s} with lengths), (BD1, PK3).
 
     ==================  ==========  =====================================================================
     name                equation    array
@@ -41,9 +41,9 @@ order: its step s reads x_{T+1-s} (x_{L_n+1-s} with lengths), (BD1, PK3).
     E_t                 O2          each step's loss per sequence, masked (not yet / N) : (T, N)
     E                   O3          the batch loss, a 0-d array (= ``trace.loss``)
     dE/dq_t             O4          m_t (yhat_t - y_t) / N : (T, N, K)
-    dE/dV, dE/dc        O5          the head's gradients
-    dE/dh_t             B1          what reaches h_t along every path that the truncation keeps, at
-                                    t = T..1, and dE/dh_0 (B4) at index 0 : (T+1, N, H_out)
+    dE/dV, dE/dc        O5          the head's gradients (each parameter's gradient is dE/d<param>)
+    dE/dh_t, dE/ds_t    B1          what reaches h_t (s_t: the RNN's) along every path that the truncation
+                                    keeps, t = T..1, and dE/dh_0 (B4) at index 0 : (T+1, N, H_out)
     dE/dc_t             L8          the LSTM's dE/dc_t through c_{t+1} (h_t held fixed, as ``retain_grad``
                                     on torch's state tensors shows it) : (T+1, N, H)
     gate deltas         cell tags   RNN delta_t (R3); LSTM da_i da_f da_g da_o (L6) [dE/dh_t (PR2)];

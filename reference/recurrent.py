@@ -251,7 +251,11 @@ def _modules(model, tdt, dropout_masks, split_bias=True):
 
 def _step_losses(model, head, hs, Yt, mask_t):
     """``E_tn : (T', N)`` from the outputs ``hs (T', N, F)`` (masked; any two leading axes)."""
-    q = head(hs)
+    return _losses_from_logits(model, head(hs), Yt, mask_t)
+
+
+def _losses_from_logits(model, q, Yt, mask_t):
+    """``E_tn : (T', N)`` from the logits ``q (T', N, K)``, masked: torch's functional losses."""
     T, N, K = q.shape
     if model.loss_name == "cross_entropy":
         E = F.cross_entropy(q.reshape(T * N, K), Yt.reshape(T * N), reduction="none").reshape(T, N)
