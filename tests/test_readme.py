@@ -1,5 +1,6 @@
-"""The README's and docs/'s self-contained Python examples (blocks starting ``import numpy as np``) run as
-shown."""
+"""The README's and the site's static Python examples (```python blocks starting ``import numpy as np``) run
+as shown. The site's ``{runpython}`` blocks are not here: the site's build runs them (tests/test_docs.py),
+so nothing runs twice."""
 
 import re
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
+PAGES = [README] + sorted(p for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts)
 EXAMPLES = [
     (page, b)
     for page in PAGES
@@ -20,11 +21,11 @@ EXAMPLES = [(page, b) for page, b in EXAMPLES if page == README or b not in BLOC
 
 
 def test_readme_has_runnable_examples():
-    assert len(BLOCKS) >= 2
+    assert len(BLOCKS) >= 1
 
 
 @pytest.mark.parametrize("page, code", EXAMPLES,
-                         ids=[f"{page.name}-{i}" for i, (page, _) in enumerate(EXAMPLES)])
+                         ids=[f"{page.relative_to(ROOT)}-{i}" for i, (page, _) in enumerate(EXAMPLES)])
 def test_readme_example_runs(page, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an example may write a file (a checkpoint)
     exec(compile(code, str(page), "exec"), {})
