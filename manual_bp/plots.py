@@ -62,7 +62,7 @@ def available() -> bool:
 
 def _figure(width, height, ncols=1):
     Figure, FigureCanvasAgg = require_matplotlib()
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="tight")  # laid out when saved
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas: no pyplot, no GUI
     axes = fig.subplots(1, ncols)
     return fig, (list(axes) if ncols > 1 else [axes])
@@ -72,7 +72,6 @@ def _save(fig, path) -> str:
     """Write ``fig`` to ``path`` through a temporary file in the same directory (no partial file)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
-    fig.tight_layout()
     fd, tmp = tempfile.mkstemp(
         dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=ext
     )
@@ -129,9 +128,10 @@ def _draw_mlp(result, path):
         color = f"C{i}"
         label = f"{r['setup']} {r['sizes']}"
         losses.append([e["loss"] for e in h])
-        ax_loss.plot(epochs, losses[-1], "-", color=color, lw=1.6, label=label)
-        ax_acc.plot(epochs, [e["test_accuracy"] for e in h], "-", color=color, lw=1.6,
-                    label=f"{label}: {r['test_accuracy']:.3f}")
+        marker = "o" if len(epochs) <= 30 else None
+        ax_loss.plot(epochs, losses[-1], "-", marker=marker, ms=3, color=color, lw=1.6, label=label)
+        ax_acc.plot(epochs, [e["test_accuracy"] for e in h], "-", marker=marker, ms=3, color=color, lw=1.6,
+                    label=f"{label}: {r['test_accuracy']:.3f} at the end")
     if _spans_decades(*losses):
         ax_loss.set_yscale("log")
     ax_loss.set_xlabel("epoch")
@@ -142,6 +142,7 @@ def _draw_mlp(result, path):
     ax_acc.set_title(f"Held-out accuracy: {result['n_test']} test samples")
     ax_acc.set_ylim(0, 1.02)
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.suptitle(f"manual-bp train mlp: {result['data']}, {result['n_train']} training samples, "
