@@ -194,16 +194,18 @@ def _draw_adding(result, path):
 
 # ---------------------------------------------------------------------------------------------- vanishing
 def plot_vanishing(result, path) -> str:
-    """``||dE_T/ds_k||`` against T - k (log scale), one line per model and state (h solid, c dashed)."""
+    """``||dE_T/ds_k||`` against T - k (log scale), one colour per model, the state h solid, c dashed."""
     path = check_format(path)
     _check_result(result, ("vanishing",), "plot_vanishing")
     T = result["T"]
     fig, (ax,) = _figure(7, 4.2)
     lag = np.arange(T, -1, -1)  # T - k for k = 0..T
-    for name, parts in result["curves"].items():
-        for part, values in parts.items():
-            label = f"{name.upper().replace('+FB', ', forget bias +')}  ||dE_T/d{part}_k||"
-            ax.semilogy(lag, _positive(values), label=label, lw=1.6, ls="-" if part == "h" else "--")
+    for i, (name, parts) in enumerate(result["curves"].items()):
+        for part, values in parts.items():  # one colour per model; the cell state c dashed
+            model = name.upper().replace("+FB", ", forget bias +")
+            label = f"{model}  " + rf"$\|\partial E_T/\partial {part}_k\|$"
+            ax.semilogy(lag, _positive(values), label=label, lw=1.6, color=f"C{i}",
+                        ls="-" if part == "h" else "--")
     ax.set_xlabel("T - k  (steps back from the last one)")
     ax.set_ylabel("gradient norm (log scale)")
     ax.set_title(f"The vanishing gradient: one random sequence, T = {T}, H = {result['hidden']}, "
