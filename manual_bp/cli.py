@@ -337,10 +337,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bar (default: a bar on stderr when it is a terminal)",
     )
     dep = _add_depth_parser(sub)
+    from .explain import EXAMPLES
+
+    explain = sub.add_parser(
+        "explain",
+        help="a worked example: each equation's numbers beside torch's (mlp, logreg, rnn, lstm, gru)",
+        description="Run one small model on one sample and print every equation it uses (F1, F2, BP1-BP4; "
+        "the recurrent nets' S, O and B equations and their cells') with its numbers, each beside torch's "
+        "value for it and the difference. Defaults: mlp the seed's net 2,3,2 (sigmoid, squared error); "
+        "logreg 2 features (sigmoid, binary cross-entropy); rnn, lstm and gru D,H,K = 2,3,2 over T = 3 steps "
+        "(softmax, cross-entropy). torch (the oracle) is optional: without it only our numbers are shown.",
+        epilog=EPILOG,
+    )
+    explain.add_argument("model", choices=list(EXAMPLES), help="which derivation to show")
+    explain.add_argument(
+        "--sizes",
+        type=_sizes,
+        metavar="N,...",
+        help="layer sizes: mlp n0,...,nL (default 2,3,2); logreg n0 (default 2); rnn/lstm/gru D,H,K "
+        "(default 2,3,2)",
+    )
+    explain.add_argument("--T", metavar="T", type=_positive_int, help="steps, rnn/lstm/gru only (default 3)")
+    explain.add_argument("--seed", metavar="SEED", type=_nonneg_int, default=0, help="seed (default 0)")
+    layout = explain.add_mutually_exclusive_group()
+    layout.add_argument("--json", action="store_true", help="print the example as JSON (default: text)")
+    layout.add_argument("--markdown", action="store_true", help="print one Markdown table per equation")
     from .gradcheck_command import add_parser as add_gradcheck
 
     grad = add_gradcheck(sub)
-    for leaf in (check, mlp, lm, adding, van, dep, grad):
+    for leaf in (check, mlp, lm, adding, van, dep, grad, explain):
         leaf.set_defaults(parser=leaf)  # unrecognized arguments are reported with the command's own name
     return parser
 
@@ -647,6 +672,38 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
+def _sizes(text):
+    """An argparse type: comma-separated positive integers."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas; got {_shown(text)}") from None
+    if min(sizes) < 1 or max(sizes) > 4096:
+        raise argparse.ArgumentTypeError(f"expected sizes in 1..4096 separated by commas; got {_shown(text)}")
+    return sizes
+
+
+def _cmd_explain(args) -> int:
+    from . import explain, harness
+
+    explain.example(args.model, args.sizes, args.T, args.seed)  # every check, before torch's import
+    ref, reason = harness.oracle()
+    if ref is None:
+        warn(f"torch is not installed ({reason}): showing our numbers alone")
+    with np.errstate(all="ignore"):
+        result = explain.explain(args.model, args.sizes, args.T, args.seed,
+                                 torch_values=None if ref is None else ref.trace.trace)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.markdown:
+        print(explain.format_markdown(result))
+    else:
+        print(explain.format_text(result))
+    return 0
+
+
 def _cmd_gradcheck(args) -> int:
     from .gradcheck_command import run
 
@@ -659,6 +716,7 @@ COMMANDS = {
     "vanishing": _cmd_vanishing,
     "depth": _cmd_depth,
     "gradcheck": _cmd_gradcheck,
+    "explain": _cmd_explain,
 }
 
 

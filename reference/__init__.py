@@ -10,6 +10,7 @@ torch; ``import manual_bp`` itself never does. ``loss_and_grad`` is the one entr
 ``manual_bp.harness`` calls for every model family.
 """
 
+from . import trace as trace  # model.trace's oracle: reference.trace.trace
 from .mlp import build_mlp, mlp_jvp, mlp_loss_and_grad, mlp_module
 from .recurrent import (
     build_layers,
