@@ -2,11 +2,11 @@
 
 One small model and one sample: the seed's net ``[2, 3, 2]`` (sigmoid, squared error) for ``mlp``,
 logistic regression as a one-layer net (sigmoid, binary cross-entropy) for ``logreg``, and
-``D, H, K = 2, 3, 2`` over T = 3 steps (softmax, cross-entropy, a non-zero initial state) for ``rnn``, ``lstm`` and ``gru``. The
-example's numbers come from ``model.trace`` (``manual_bp.trace``), grouped by the equation that computes
-them, each equation printed as its module's docstring states it (one source: the docstring line tagged with
-it). Beside every number stand torch's value for it (``manual_bp.reference.trace``: retain_grad on torch's
-own modules) and the difference.
+``D, H, K = 2, 3, 2`` over T = 3 steps (softmax, cross-entropy, a non-zero initial state) for ``rnn``,
+``lstm`` and ``gru``. The example's numbers come from ``model.trace`` (``manual_bp.trace``), grouped by the
+equation that computes them, each equation printed as its module's docstring states it (one source: the
+docstring line tagged with it). Beside every number stand torch's value for it
+(``manual_bp.reference.trace``: retain_grad on torch's own modules) and the difference.
 
 ``example`` builds the model and its data; ``explain`` returns the whole worked example as plain data (what
 ``--json`` prints); ``format_text`` and ``format_markdown`` lay it out. Nothing here imports torch: the caller
