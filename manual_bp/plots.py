@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 
 import numpy as np
 
@@ -72,9 +72,14 @@ def _save(fig, path) -> str:
     """Write ``fig`` to ``path`` through a temporary file in the same directory (no partial file)."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
-    fd, tmp = tempfile.mkstemp(
-        dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=ext
-    )
+    head, tail = os.path.split(path)
+    while True:  # a new hidden file beside the target, made with the umask's mode like any other file
+        tmp = os.path.join(head, f".{tail}.{uuid.uuid4().hex[:12]}{ext}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=ext[1:], dpi=DPI)

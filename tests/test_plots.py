@@ -64,6 +64,8 @@ def test_train_plot_writes_its_suffix_and_says_where(task, suffix, as_json, tmp_
         assert main(argv + ["--plot", str(target)]) == 0
         assert capsys.readouterr().out.splitlines()[-1] == f"plot written to {target}"
     assert_format(target)
+    (tmp_path / "plain").write_bytes(b"")
+    assert target.stat().st_mode == (tmp_path / "plain").stat().st_mode  # the umask's, like any new file
 
 
 def test_train_without_plot_writes_none_and_records_the_curves(tmp_path, capsys):
