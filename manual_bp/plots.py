@@ -223,16 +223,19 @@ def plot_vanishing(result, path) -> str:
 # ---------------------------------------------------------------------------------------------- depth
 def plot_depth(result, path) -> str:
     """Left: ``||dE/db^(l)||`` against the layer l at initialisation (and after the last epoch), log scale.
-    Right: each layer's ``||dE/db^(l)||`` against the epoch, log scale (epoch 0: initialisation)."""
+    Right, when it trained: each layer's ``||dE/db^(l)||`` against the epoch, log scale (0: initialisation).
+    A layer whose norm is 0 (underflow, dead units) leaves a gap on the log axis."""
     path = check_format(path)
     _check_result(result, ("depth",), "plot_depth")
-    fig, (ax_depth, ax_time) = _figure(12, 4.6, 2)
     history = result["history"]
+    trained = len(history) > 1
+    fig, axes = _figure(12, 4.6, 2) if trained else _figure(6.5, 4.6)
+    ax_depth = axes[0]
     layers = [r["layer"] for r in result["layers"]]
     L = len(layers)
     ax_depth.semilogy(layers, _positive([r["grad_norm"] for r in result["layers"]]), "o-", color="C0",
                       lw=1.8, label="at initialisation")
-    if len(history) > 1:
+    if trained:
         last = history[-1]
         ax_depth.semilogy(layers, _positive(last["grad_norms"]), "s--", color="C3", lw=1.4,
                           label=f"after epoch {last['epoch']}")
@@ -241,6 +244,16 @@ def plot_depth(result, path) -> str:
     ax_depth.set_xlabel("layer l  (1: next to the input)")
     ax_depth.set_ylabel(NORM + "  (log scale)")
     ax_depth.set_title("Speed of learning against depth")
+    ax_depth.grid(True, which="both", alpha=0.3)
+    ax_depth.legend(fontsize="small")
+    how = f", SGD lr {result['lr']:g} in batches of {result['batch_size']}" if trained else ""
+    acc = result.get("test_accuracy")
+    tail = "" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"; test accuracy {acc:.3f}"
+    fig.suptitle(f"{result['sizes']}, {result['activation']} hidden layers, sigmoid output, squared error\n"
+                 f"{result['n_train']} training digits{how}{tail}", fontsize="medium")
+    if not trained:
+        return _save(fig, path)
+    ax_time = axes[1]
     epochs = [h["epoch"] for h in history]
     colors = [f"C{i % 10}" for i in range(L)]
     for i, l in enumerate(layers):
@@ -251,14 +264,7 @@ def plot_depth(result, path) -> str:
     ax_time.xaxis.get_major_locator().set_params(integer=True)
     ax_time.set_ylabel(NORM + "  (log scale)")
     ax_time.set_title("Speed of learning of each layer during training")
-    if epochs:
-        ax_time.set_xlim(min(epochs), max(max(epochs), 1))
-    for ax in (ax_depth, ax_time):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
-    acc = result.get("test_accuracy")
-    tail = "" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"; test accuracy {acc:.3f}"
-    fig.suptitle(f"{result['sizes']}, {result['activation']} hidden layers, sigmoid output, squared error; "
-                 f"SGD lr {result['lr']:g}, batch {result['batch_size']}, {result['n_train']} digits{tail}",
-                 fontsize="medium")
+    ax_time.set_xlim(0, max(epochs))
+    ax_time.grid(True, which="both", alpha=0.3)
+    ax_time.legend(fontsize="small")
     return _save(fig, path)
