@@ -42,7 +42,8 @@ class RunPython(SphinxDirective):
         result = [code_node]
         printed = out.getvalue()
         if printed:
-            result.append(nodes.literal_block(printed, printed, language="text", classes=["runpython-output"]))
+            output = nodes.literal_block(printed, printed, language="text", classes=["runpython-output"])
+            result.append(output)
         return result
 
 
