@@ -53,8 +53,8 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("task, suffix, as_json", [("mlp", ".png", True), ("lm", ".svg", False),
-                                                  ("adding", ".pdf", True)])
+@pytest.mark.parametrize("task, suffix, as_json", [("mlp", ".png", True), ("lm", ".pdf", False),
+                                                  ("adding", ".svg", True)])
 def test_train_plot_writes_its_suffix_and_says_where(task, suffix, as_json, tmp_path, capsys):
     argv = TINY.get(task) or ["train", "mlp", "--data", xor_npz(tmp_path / "xor.npz"), "--epochs", "3"]
     target = tmp_path / f"curves{suffix}"
@@ -217,7 +217,7 @@ def test_depth_defaults_are_what_the_help_says(capsys):
 
 
 def test_depth_table_and_plot(tmp_path, capsys):
-    target = tmp_path / "depth.png"
+    target = tmp_path / "depth.svg"
     assert main(["depth", "--epochs", "1", "--hidden-sizes", "6,6,6", "--plot", str(target)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[:4] == ["layer", "width", "||dE/db||", "at"] and "after epoch 1" in out[1]
