@@ -361,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--seed", metavar="SEED", type=_nonneg_int, default=0, help="seed (default 0)")
     layout = explain.add_mutually_exclusive_group()
     layout.add_argument("--json", action="store_true", help="print the example as JSON (default: text)")
-    layout.add_argument("--markdown", action="store_true", help="print one Markdown table per equation")
+    layout.add_argument(
+        "--markdown", action="store_true", help="print one Markdown table per equation (default: text)"
+    )
     from .gradcheck_command import add_parser as add_gradcheck
 
     grad = add_gradcheck(sub)
