@@ -117,6 +117,27 @@ def test_tutorials_ran_during_the_build(site):
     assert re.search(r"held-out accuracy: \d\.\d\d", text(site, "tutorials/training"))
 
 
+def test_a_failing_tutorial_stops_the_build(tmp_path):
+    """A {runpython} block that raises fails the build, naming the page, the block and the error."""
+    from io import StringIO
+
+    from sphinx.application import Sphinx
+    from sphinx.errors import ExtensionError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\nextensions = ['myst_parser', 'runpython']\n"
+    )
+    (src / "index.md").write_text(
+        "# T\n\n```{runpython}\nx = 1\nprint('first ran')\n```\n\n```{runpython}\nx / 0\n```\n"
+    )
+    app = Sphinx(str(src), str(src), str(tmp_path / "out"), str(tmp_path / "doctrees"), "html",
+                 status=StringIO(), warning=StringIO(), freshenv=True)
+    with pytest.raises(ExtensionError, match=r"index\.md:\d+: runpython block 2 raised ZeroDivisionError"):
+        app.build()
+
+
 def test_derivations_show_the_code_itself(site):
     """Each derivation page includes the package's source (never a pasted copy), and its equation tags are
     the docstrings' tags."""
