@@ -36,7 +36,7 @@ myst_heading_anchors = 3
 # bundled packages (base, ams, newcommand, ...) are available: nothing may be autoloaded from the network.
 mathjax3_config = {"tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
 
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
 autodoc_use_type_comments = False  # no type comments in the package; skips parsing each function again

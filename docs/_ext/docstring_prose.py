@@ -4,8 +4,9 @@ The package's docstrings often go on, after a ``Parameters`` (or ``Returns``, ``
 a paragraph of prose at the left margin. numpydoc reads such a paragraph as part of the list, and napoleon
 would render each of its lines as a parameter. Before napoleon runs, this hook starts a ``Notes`` section at
 such a paragraph: a line at the margin, after a blank line, inside a list section, that is not followed by an
-indented description. It also escapes the bars of plain-text norms like ``|z|`` (reST would read them as
-substitutions). The docstrings themselves stay as they are.
+indented description. An attribute's first line is kept a sentence (napoleon would split it at its first
+colon into a type and a description). It also escapes the bars of plain-text norms like ``|z|`` (reST
+would read them as substitutions). The docstrings themselves stay as they are.
 """
 
 import re
@@ -61,6 +62,10 @@ def escape_bars(line):
 
 def _process(app, what, name, obj, options, lines):
     lines[:] = [escape_bars(line) for line in split_prose(list(lines))]
+    if what in ("attribute", "data") and lines and ":" in lines[0]:
+        # napoleon reads "type: description" from an attribute's first line; these are plain sentences, so
+        # the first line becomes an escaped space (reST renders nothing for it) and napoleon finds no type
+        lines.insert(0, "\\ ")
 
 
 def setup(app):
