@@ -3,6 +3,12 @@
 - ``ci``: 50 derandomized examples, no deadline; the whole suite stays under a minute on 2 cores.
 - ``dev``: 100 random examples for local work.
 - ``thorough``: many examples for long runs (``HYPOTHESIS_PROFILE=thorough pytest``).
+
+Every test runs with one thread in numpy's BLAS and in torch (``pytest_runtest_setup`` below): the suite's
+matrices are tiny, so a second thread only adds synchronisation, and on a busy 2-core machine threads that
+wait for a descheduled partner made torch's oracles run 4-7x slower (measured). No test times anything, and no
+result depends on the thread count beyond the rounding every tolerance allows (the benchmarks and the
+subprocess tests set their own threads; nothing here reaches a subprocess, no environment variable is set).
 """
 
 import os
@@ -19,3 +25,20 @@ settings.register_profile("ci", max_examples=50, derandomize=True, print_blob=Tr
 settings.register_profile("dev", max_examples=100, print_blob=True, **_common)
 settings.register_profile("thorough", max_examples=400, print_blob=True, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_ONE_THREAD = {"blas": False, "torch": False}
+
+
+def pytest_runtest_setup(item):
+    """One BLAS thread once numpy is loaded, one torch thread once torch is (either may come late)."""
+    if not _ONE_THREAD["blas"] and "numpy" in sys.modules:
+        _ONE_THREAD["blas"] = True
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # the test extra has it; without it the suite only runs slower
+            pass
+        else:
+            threadpool_limits(limits=1, user_api="blas")
+    if not _ONE_THREAD["torch"] and "torch" in sys.modules:
+        _ONE_THREAD["torch"] = True
+        sys.modules["torch"].set_num_threads(1)

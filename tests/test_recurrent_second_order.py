@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from manual_bp.reference.recurrent_second_order import recurrent_gvp, recurrent_hvp
@@ -24,16 +23,6 @@ from tests.helpers import FLOOR_FD, FLOOR_TORCH, TOL_FD, assert_grads_close, tol
 from tests.strategies import recurrent_cases
 
 CASES = dict(max_T=8, max_N=4, max_size=5, truncate=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """torch's double backward on these tiny modules is all per-op overhead, and with 2 threads on a busy
-    2-core machine it runs some 10x slower than with one; the setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def examples(n):
