@@ -211,6 +211,13 @@ def test_readme_and_site_say_the_same_thing(site):
         assert command in ci and command in readme, f"the README and .ci/run differ on {command!r}"
 
 
+def test_readme_links_resolve():
+    """Every relative link of the README names a file or folder of the repository."""
+    for link in re.findall(r"\]\(([^)#]+)\)", README.read_text(encoding="utf-8")):
+        if "://" not in link:
+            assert (ROOT / link).exists(), f"the README links to {link}, which does not exist"
+
+
 def _browser():
     return next((b for b in ("/usr/bin/chromium", shutil.which("chromium")) if b and Path(b).is_file()), None)
 
