@@ -7,6 +7,8 @@ distribution and hypothesis can shrink a failure to its smallest form.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -43,6 +45,14 @@ def mlp_cases(draw, dtypes=(np.float64,), max_layers=5, max_width=16, max_batch=
     p = harness.mlp_problem(DrawPick(draw), dtypes=dtypes, max_layers=max_layers, max_width=max_width,
                             max_batch=max_batch)
     return p.model, p.X, p.Y
+
+
+def ci_examples(n: int) -> int:
+    """``@settings(max_examples=ci_examples(n))``: ``n`` examples in the ``ci`` profile, the profile's own
+    count in ``dev`` and ``thorough``. For a property whose every example is expensive (a torch oracle) and
+    whose distribution another property draws too: ``ci`` makes the same assertion fewer times over."""
+    count = settings().max_examples
+    return min(n, count) if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else count
 
 
 def _longest() -> int:

@@ -31,6 +31,7 @@ from tests.helpers import (
 from tests.strategies import (
     RECURRENT_MODELS,
     RecurrentCase,
+    ci_examples,
     random_state,
     recurrent_cases,
     recurrent_inputs,
@@ -136,6 +137,7 @@ def jvp_equals_grad_dot_tangent_and_torch_func_jvp(case, seed):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=ci_examples(15))  # it dots the gradient test_grads_equal_torch checks (50 draws)
 @given(data=st.data())
 def test_jvp_equals_grad_dot_tangent_and_torch_func_jvp(kind, data):
     case = data.draw(cases(kind, truncate=False), label="case")
@@ -168,6 +170,7 @@ def forward_and_final_state_equal_torch(case):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=ci_examples(15))  # the forward pass's loss is also compared in test_grads_equal_torch
 @given(data=st.data())
 def test_forward_and_final_state_equal_torch(kind, data):
     case = data.draw(cases(kind, truncate=False, masks=False), label="case")
@@ -192,6 +195,7 @@ def truncate_at_least_T_minus_1_is_full_bptt(case, extra):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=ci_examples(20))  # truncation itself: test_grads_equal_torch and the detached graph
 @given(data=st.data())
 def test_truncate_at_least_T_minus_1_is_full_bptt(kind, data):
     case = data.draw(cases(kind, truncate=False), label="case")
