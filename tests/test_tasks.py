@@ -117,11 +117,11 @@ def test_train_lm_on_user_text(tmp_path, capsys):
 
 
 def test_train_adding_quick(capsys):
-    result = run_json(["train", "adding", "--model", "lstm", "--quick", "--steps", "40"], capsys)
+    result = run_json(["train", "adding", "--model", "lstm", "--quick", "--steps", "10"], capsys)
     (r,) = result["results"]
     assert r["model"] == "lstm" and np.isfinite(r["test_mse"])
     assert result["baseline_mse"] == pytest.approx(1 / 6)
-    assert (result["T"], result["hidden"], result["test_size"], result["steps"]) == (20, 16, 200, 40)
+    assert (result["T"], result["hidden"], result["test_size"], result["steps"]) == (20, 16, 200, 10)
 
 
 def test_explicit_flags_win_over_quick(capsys):
