@@ -155,11 +155,14 @@ def test_derivations_show_the_code_itself(site):
 
 def test_no_display_math_that_mathjax_rejects(site):
     """Sphinx wraps a display equation that contains a line break in a split environment, where MathJax
-    refuses \\tag; such an equation must be written as an amsmath block (\\begin{equation}...)."""
+    refuses \\tag; such an equation must be written as an amsmath block (\\begin{equation*}...), unnumbered,
+    since its \\tag is its number."""
     for page in sorted(site[0].rglob("*.html")):
         source = page.read_text(encoding="utf-8")
         for block in re.findall(r'<div class="math notranslate nohighlight">(.*?)</div>', source, re.S):
             assert not ("\\begin{split}" in block and "\\tag" in block), f"{page.name}: {block[:200]}"
+    for md in sorted((DOCS / "derivations").glob("*.md")):  # tagged by \tag alone: no second number beside it
+        assert 'class="eqno"' not in html(site, f"derivations/{md.stem}"), f"{md.stem}: a numbered equation"
 
 
 def test_math_is_served_offline(site):
