@@ -46,18 +46,3 @@ napoleon_numpy_docstring = True
 html_theme = "furo"
 html_title = "manual-bp"
 html_static_path = []
-
-
-def setup(app):
-    # The English search index stems every word of every page; many repeat. The same stemmer behind a cache
-    # gives the same index in a fraction of the time (the build runs in the tests).
-    import functools
-
-    from sphinx.search.en import SearchEnglish
-
-    class CachedStemEnglish(SearchEnglish):
-        def init(self, options):
-            super().init(options)
-            self.stem = functools.lru_cache(maxsize=None)(self.stem)
-
-    app.add_search_language(CachedStemEnglish)
