@@ -4,8 +4,10 @@ MLP. ``nn.Linear`` layers and torch's activation modules, run layer by layer; ``
 ``z^(l)`` (a Linear's output) and ``a^(l)`` (an activation module's output) gives ``delta^(l) = z.grad`` and
 ``dE/da^(l) = a.grad``; the Linear layers' ``.grad`` give dE/dW, dE/db.
 
-Recurrent nets (one direction, any number of layers). torch's ``nn.RNN/LSTM/GRU`` modules (one per layer)
-run one step at a time, so that every state is a tensor of the graph with ``retain_grad``:
+Recurrent nets (any number of layers, either direction, packed, dropout). torch's ``nn.RNN/LSTM/GRU`` modules
+(one per layer and direction) run one step at a time, so that every state is a tensor of the graph with
+``retain_grad``; a reverse direction reads each sequence backwards within its length, as torch's
+bidirectional module does, and its entries are in that processing order (as the trace's):
 
 - dE/dh_t, dE/dc_t: the state tensors' ``.grad``. torch's step returns h_t and c_t as two outputs, so
   ``c_t.grad`` is dE/dc_t through c_{t+1} alone (h_t held fixed), as the trace defines it.
@@ -89,8 +91,9 @@ def mlp_trace(net, X, Y, input_grad=False) -> dict:
     return out
 
 
-def _augmented(module, kind, GH):
-    """A copy of the one-layer module ``module`` whose input is ``[x ; e]``, ``weight_ih = [U | I]``."""
+def _augmented(module, kind, GH, d):
+    """Direction ``d`` of the one-layer ``module`` as a one-direction module whose input is ``[x ; e]``, with
+    ``weight_ih = [U | I]`` (and every other weight of that direction)."""
     d_in = module.input_size
     kw = dict(bias=module.bias, batch_first=False, dtype=torch.float64)
     if kind == "RNN":
@@ -99,7 +102,9 @@ def _augmented(module, kind, GH):
         new = nn.LSTM(d_in + GH, module.hidden_size, proj_size=module.proj_size, **kw)
     else:
         new = nn.GRU(d_in + GH, module.hidden_size, **kw)
-    sd = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    tail = "_reverse" if d else ""
+    sd = {k[: -len(tail)] if tail else k: v.detach().clone() for k, v in module.state_dict().items()
+          if k.endswith("_l0" + tail)}
     sd["weight_ih_l0"] = torch.cat([sd["weight_ih_l0"], torch.eye(GH, dtype=torch.float64)], dim=1)
     new.load_state_dict(sd, strict=True)
     return new.train(False)
@@ -109,8 +114,8 @@ def _gates(kind, module, x, parts):
     """torch's documented cell equations on the module's weights (values only): the trace's gate entries
     and the next state they rebuild (for the pinning)."""
     H = module.hidden_size
-    d_in = module.input_size
-    w_ih, w_hh = module.weight_ih_l0[:, :d_in], module.weight_hh_l0
+    d_in = x.shape[-1]
+    w_ih, w_hh = module.weight_ih_l0[:, :d_in], module.weight_hh_l0  # [U | I]: U alone
     b_ih = module.bias_ih_l0 if module.bias else 0
     b_hh = module.bias_hh_l0 if module.bias else 0
     gi = F.linear(x, w_ih) + b_ih
@@ -141,13 +146,11 @@ _DELTAS = {"RNN": ("delta_t",), "LSTM": ("da_i", "da_f", "da_g", "da_o"), "GRU":
 
 
 def recurrent_trace(model, X, Y, h0=None, truncate=None, mask=None, lengths=None, dropout_masks=None) -> dict:
-    """The recurrent trace's entries from torch (float64), one-direction models: module docstring.
+    """The recurrent trace's entries from torch (float64): module docstring.
 
     Also returns ``"pinning_error"``: the largest relative difference between the states rebuilt from the
     gate entries and torch's module's own states.
     """
-    if model.bidirectional:
-        raise ValueError("the trace oracle steps one-direction models only; got bidirectional=True")
     kind = _kind(model)
     tdt = torch.float64
     x = _tm(model, _inputs(model, X, tdt))
@@ -162,120 +165,122 @@ def recurrent_trace(model, X, Y, h0=None, truncate=None, mask=None, lengths=None
     _, head = build_recurrent(model, dtype=tdt, split_bias=True)
     mods = build_layers(model, dtype=tdt, split_bias=True, batch_first=False)
     GH = model.GATES * model.hidden_size
-    aug = [_augmented(m, kind, GH) for m in mods]
-    L, S = model.num_layers, len(model.STATES)
+    L, Dd, S = model.num_layers, model.num_directions, len(model.STATES)
+    cells = [(l, d) for l in range(L) for d in range(Dd)]
+    aug = {(l, d): _augmented(mods[l], kind, GH, d) for l, d in cells}
     state0 = _state0(model, h0, N, tdt)
-    start_states = [[s[l] for s in state0] for l in range(L)]
+    start_states = {(l, d): [s[l * Dd + d] for s in state0] for l, d in cells}
     sizes = [model._part_size(p) for p in model.STATES]
-    dS = [[np.zeros((T + 1, N, n)) for n in sizes] for _ in range(L)]
-    dG = [np.zeros((T, N, GH)) for _ in range(L)]
+    dS = {c: [np.zeros((T + 1, N, n)) for n in sizes] for c in cells}
+    dG = {c: np.zeros((T, N, GH)) for c in cells}
     k = T - 1 if truncate is None else min(int(truncate), T - 1)
+    arange = torch.arange(N)
+    # (PK3) the reverse direction reads each sequence backwards within its own length: processing step s
+    # reads time rev[s] (an involution: the same map takes its outputs back to real time)
+    lengths_np = np.full(N, T) if lengths is None else np.asarray(lengths)
+    t_idx = np.arange(T)[:, None]
+    rev = torch.as_tensor(np.where(t_idx < lengths_np[None, :], lengths_np[None, :] - 1 - t_idx, t_idx))
     worst = [0.0]
 
     def run(start, stop, states, record):
-        """Steps start..stop-1 from ``states`` ([layer][part]); returns the top outputs per step and, per
-        step and layer, the (retained) new states and the e tensors."""
-        outs, new_states, es, gates = [], [], [], []
-        for s in range(start, stop):
-            inp = x[s]
-            step_states, step_es, step_gates = [], [], []
-            for l in range(L):
-                e = torch.zeros(N, GH, dtype=tdt, requires_grad=True)
-                hx = (states[l][0][None], states[l][1][None]) if kind == "LSTM" else states[l][0][None]
-                out, fin = aug[l](torch.cat([inp, e], dim=1)[None], hx)
-                fin = [f[0] for f in fin] if kind == "LSTM" else [fin[0]]
-                # one direction, one layer: the module's out[0] is its h_n; read y from the state itself, so
-                # that the state tensor carries both of its paths (to the layer above or the head, and on)
-                if record:
-                    with torch.no_grad():
-                        g, rebuilt = _gates(kind, mods[l], inp, states[l])
-                    for a, b in zip(rebuilt, fin):
-                        err = (a - b).abs().max() / (b.abs().max() + 1e-300)
-                        worst[0] = max(worst[0], float(err.detach()))
-                    step_gates.append(g)
-                if live is not None:
-                    keep = live[s][:, None] > 0
-                    fin = [torch.where(keep, f, p) for f, p in zip(fin, states[l])]
-                for f in fin:
-                    f.retain_grad()
-                y = fin[0] if live is None else fin[0] * keep
-                step_states.append(fin)
-                step_es.append(e)
-                states = states[:l] + [fin] + states[l + 1 :]
-                if l < L - 1:
-                    inp = y if d_tm is None else y * d_tm[l][s]
-            outs.append(y)
-            new_states.append(step_states)
-            es.append(step_es)
-            gates.append(step_gates)
-        return outs, new_states, es, gates
+        """Steps start..stop-1 (layer by layer, each direction in its own processing order) from ``states``
+        ({cell: [part]}); returns the top layer's outputs (W, N, F) in real time and, per cell, each step's
+        (retained) new states, its e tensor and (with ``record``) its gate entries."""
+        inp = x[start:stop]
+        W = stop - start
+        new_states = {c: [] for c in cells}
+        es = {c: [] for c in cells}
+        gates = {c: [] for c in cells}
+        for l in range(L):
+            ys = []
+            for d in range(Dd):
+                c = (l, d)
+                seq = inp if d == 0 else inp[rev[start:stop], arange]  # (BD1) bidirectional: start = 0
+                st = states[c]
+                hs = []
+                for s in range(W):
+                    e = torch.zeros(N, GH, dtype=tdt, requires_grad=True)
+                    hx = (st[0][None], st[1][None]) if kind == "LSTM" else st[0][None]
+                    _, fin = aug[c](torch.cat([seq[s], e], dim=1)[None], hx)
+                    fin = [f[0] for f in fin] if kind == "LSTM" else [fin[0]]
+                    if record:
+                        with torch.no_grad():
+                            g, rebuilt = _gates(kind, aug[c], seq[s], st)
+                        for a, b in zip(rebuilt, fin):
+                            err = (a - b).abs().max() / (b.abs().max() + 1e-300)
+                            worst[0] = max(worst[0], float(err.detach()))
+                        gates[c].append(g)
+                    keep = None if live is None else live[start + s][:, None] > 0
+                    if keep is not None:
+                        fin = [torch.where(keep, f, p) for f, p in zip(fin, st)]  # (PK1) the state stays
+                    for f in fin:
+                        f.retain_grad()
+                    # the output is read from the state tensor itself, so that the retained state carries
+                    # both of its paths (up, or to the head, and on in time)
+                    hs.append(fin[0] if keep is None else fin[0] * keep)
+                    new_states[c].append(fin)
+                    es[c].append(e)
+                    st = fin
+                y = torch.stack(hs)
+                ys.append(y if d == 0 else y[rev[start:stop], arange])  # back to real time
+            y = ys[0] if Dd == 1 else torch.cat(ys, dim=-1)
+            if l < L - 1:
+                inp = y if d_tm is None else y * d_tm[l][start:stop]
+        return y, new_states, es, gates
 
-    def loss_of(outs, first):
-        """sum_t E_t / N over the steps ``first..first+len(outs)-1`` of ``outs``."""
-        ys = torch.stack(outs)
-        Tw = ys.shape[0]
-        m = None if m_tm is None else m_tm[first : first + Tw]
-        return _losses_from_logits(model, head(ys), Yt[first : first + Tw], m).sum() / N
-
-    # one full run: the forward values, the outputs and their gradients (q_t feeds E_t alone)
-    for parts in start_states:
+    for parts in start_states.values():
         for p in parts:
             p.retain_grad()
-    outs, states, es, gates = run(0, T, start_states, record=True)
-    ys = torch.stack(outs)
+    ys, states, es, gates = run(0, T, start_states, record=True)
     q = head(ys)
     q.retain_grad()
     Eq = _losses_from_logits(model, q, Yt, m_tm)
+    loss = Eq.sum() / N
     result = {"x_t": x.numpy().copy(), "q_t": q.detach().numpy().copy(), "E_t": Eq.detach().numpy().copy()}
     yhat = torch.softmax(q, -1) if model.loss_name == "cross_entropy" else q
     result["yhat_t"] = yhat.detach().numpy().copy()
     if k >= T - 1:
-        loss = Eq.sum() / N
         loss.backward()
         windows = [(0, states, es)]
-    else:
-        loss = Eq.sum() / N
-        loss.backward(inputs=[q])
-        for parts in start_states:
-            for p in parts:
-                p.grad = None
+    else:  # each E_t through its own window (one direction; truncation refuses two)
+        loss.backward(inputs=[q])  # dE/dq_t: q_t feeds E_t alone
         windows = []
         for t in range(1, T + 1):
             start = max(0, t - k - 1)
-            s_start = start_states if start == 0 else [[p.detach() for p in st] for st in states[start - 1]]
-            w_outs, w_states, w_es, _ = run(start, t, s_start, record=False)
-            loss_of([w_outs[-1]], t - 1).backward()
+            s_start = start_states if start == 0 else {
+                c: [p.detach() for p in states[c][start - 1]] for c in cells}
+            w_y, w_states, w_es, _ = run(start, t, s_start, record=False)
+            m = None if m_tm is None else m_tm[t - 1 : t]
+            _losses_from_logits(model, head(w_y[-1:]), Yt[t - 1 : t], m).sum().div(N).backward()
             windows.append((start, w_states, w_es))
     for start, w_states, w_es in windows:
-        for j, (step_states, step_es) in enumerate(zip(w_states, w_es)):
-            s = start + j
-            for l in range(L):
+        for c in cells:
+            for j, (fin, e) in enumerate(zip(w_states[c], w_es[c])):
                 for i in range(S):
-                    g = step_states[l][i].grad
-                    if g is not None:
-                        dS[l][i][s + 1] += g.numpy()
-                if step_es[l].grad is not None:
-                    dG[l][s] += step_es[l].grad.numpy()
-    for l in range(L):
+                    if fin[i].grad is not None:
+                        dS[c][i][start + j + 1] += fin[i].grad.numpy()
+                if e.grad is not None:
+                    dG[c][start + j] += e.grad.numpy()
+    for c in cells:
         for i in range(S):
-            g = start_states[l][i].grad
+            g = start_states[c][i].grad
             if g is not None:
-                dS[l][i][0] = g.numpy()
+                dS[c][i][0] = g.numpy()
     result["E"] = np.array(loss.item())
     result["dE/dq_t"] = q.grad.numpy().copy()
     pub = (lambda a: np.swapaxes(a, 0, 1)) if model.batch_first else (lambda a: a)
     H = model.hidden_size
-    for l in range(L):
-        sfx = model._suffix(l, 0)
+    for c in cells:
+        sfx = model._suffix(*c)
         for i, part in enumerate(model.STATES):
             name = model.STATE_NAMES[part]
-            vals = [start_states[l][i].detach()] + [states[s][l][i].detach() for s in range(T)]
+            vals = [start_states[c][i].detach()] + [fin[i].detach() for fin in states[c]]
             result[f"{name}_t{sfx}"] = pub(torch.stack(vals).numpy().copy())
-            result[f"dE/d{name}_t{sfx}"] = pub(dS[l][i])
-        for name in gates[0][l]:
-            result[name + sfx] = pub(torch.stack([gates[s][l][name] for s in range(T)]).numpy().copy())
+            result[f"dE/d{name}_t{sfx}"] = pub(dS[c][i])
+        for name in gates[c][0]:
+            result[name + sfx] = pub(torch.stack([g[name] for g in gates[c]]).numpy().copy())
         for b, name in enumerate(_DELTAS[kind]):
-            result[name + sfx] = pub(dG[l][..., b * H : (b + 1) * H])
+            result[name + sfx] = pub(dG[c][..., b * H : (b + 1) * H])
     ids = np.issubdtype(np.asarray(X).dtype, np.integer)
     result["x_t"] = np.asarray(X) if ids else pub(result["x_t"])
     for key in ("q_t", "yhat_t", "E_t", "dE/dq_t"):
