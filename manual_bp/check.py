@@ -45,6 +45,9 @@ FAMILIES = {
     # checkpointed BPTT (sqrt and revolve) and RTRL: the full-BPTT gradient by other routes
     "snapshots": lambda pick: harness.long_bptt_problem(pick, pick.choice(CELLS, "family", sweep=True)),
     "rtrl": lambda pick: harness.long_bptt_problem(pick, pick.choice(CELLS, "family", sweep=True), "rtrl"),
+    # model.trace: every intermediate of a pass (z, a, delta; states, gates, dE/dh_t, gate deltas) against
+    # retain_grad on torch's modules, and its gradient against finite differences
+    "trace": lambda pick: harness.trace_problem(pick, pick.choice(("mlp",) + CELLS, "family", sweep=True)),
 }
 #: how many cases a family draws, per ``n`` (logistic regression has little to vary)
 SHARE = {"logreg": 0.25}

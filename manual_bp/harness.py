@@ -203,8 +203,8 @@ class Problem:
 
     def describe(self) -> str:
         q = self.quantity
-        what = "" if q == "grad" else " RTRL" if q == "rtrl" else " Hv" if q == "hvp" else (
-            f" snapshots={self.extra['snapshots']}")
+        what = "" if q == "grad" else " RTRL" if q == "rtrl" else " Hv" if q == "hvp" else " trace" if (
+            q == "trace") else f" snapshots={self.extra['snapshots']}"
         return self._describe_problem() + what
 
     def _describe_problem(self) -> str:
@@ -418,6 +418,28 @@ def long_bptt_problem(pick, family="RNN", method="snapshots") -> Problem:
     return p
 
 
+def trace_problem(pick, family="mlp") -> Problem:
+    """A problem whose checked quantity is ``model.trace``'s every entry (``quantity`` "trace"): an MLP, or a
+    recurrent net with torch's options (layers, directions, projection, lengths, dropout, batch-first)."""
+    if family == "mlp":
+        p = mlp_problem(pick, max_layers=3, max_width=6, max_batch=4)
+    else:
+        p = recurrent_problem(pick, models=(family,), max_T=6, max_N=3, max_size=4, stacked=True,
+                              max_layers=2, dropout=True, batch_first=True)
+    p.extra.update(quantity="trace")
+    return p
+
+
+#: trace entries with no torch counterpart: the window is its definition, the masks are what was passed
+TRACE_UNCHECKED = ("window", "dropout_mask_l")
+
+
+def _trace_entries(tr) -> dict:
+    """A trace's gradients under the parameters' names (finite differences) and its entries (torch)."""
+    entries = {k: v for k, v in tr.items() if not k.startswith(TRACE_UNCHECKED)}
+    return {**tr.grads, **entries}
+
+
 def quantity_of(problem: Problem, model=None) -> dict:
     """The checked quantity of ``problem`` (``model`` replaces the problem's, e.g. a float64 copy)."""
     m = problem.model if model is None else model
@@ -425,8 +447,12 @@ def quantity_of(problem: Problem, model=None) -> dict:
     if m.BATCH_AXIS == 0:
         if q == "hvp":
             return m.hvp(X, Y, problem.extra["v"])[2]
+        if q == "trace":
+            return _trace_entries(m.trace(X, Y, input_grad=True))
         return m.loss_and_grad(X, Y, input_grad=True)[1]
     kw = problem.kwargs()
+    if q == "trace":
+        return _trace_entries(m.trace(X, Y, **kw))
     if q == "hvp":
         return m.hvp(X, Y, problem.extra["v"], h0=kw["h0"], mask=kw["mask"])[2]
     if q == "rtrl":
@@ -449,6 +475,13 @@ def torch_quantity(ref, problem: Problem) -> dict:
 
         return recurrent_hvp(m, X, Y, problem.extra["v"], h0=problem.h0, mask=problem.mask,
                              dtype=np.float64)[2]
+    if problem.quantity == "trace":  # every entry, read off torch's modules (reference/trace.py)
+        kw = {"input_grad": True} if m.BATCH_AXIS == 0 else problem.kwargs()
+        values = ref.trace.trace(m, X, Y, **kw)
+        if not values.get("pinning_error", 0.0) < 1e-12:
+            raise RuntimeError(f"the trace oracle's gates do not rebuild torch's states: "
+                               f"{values['pinning_error']}")
+        return {k: v for k, v in values.items() if k != "pinning_error"}
     kw = {"input_grad": True} if m.BATCH_AXIS == 0 else problem.kwargs(truncate=problem.quantity == "grad")
     return ref.loss_and_grad(m, X, Y, dtype=np.float64, **kw)[1]
 

@@ -4,6 +4,7 @@ layers and state tensors, the augmented-input e_t for the gate deltas), and loss
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -238,3 +239,29 @@ def test_trace_needs_a_head_and_checks_like_loss_and_grad():
     net = mb.MLP([2, 2], seed=0)
     with pytest.raises(ValueError, match="X"):
         net.trace(np.zeros((3, 5)), np.zeros((3, 2)))
+
+
+# ------------------------------------------------------------------------------------------ manual-bp check
+def test_check_has_a_trace_family_that_can_fail(monkeypatch):
+    """``manual-bp check --models trace``: each family of model in turn, every entry against torch; a planted
+    error in one entry fails it."""
+    from manual_bp.check import run_check
+
+    out = []
+    assert run_check(n=4, families=["trace"], out=out.append, as_json=True) == 0
+    rows = json.loads(out[0])["rows"]
+    assert [r["model"] for r in rows] == ["MLP", "RNN", "LSTM", "GRU"]
+    assert all(r["arch"].endswith(" trace") and r["torch_ok"] and r["fd_ok"] for r in rows)
+    real = harness._trace_entries
+
+    def planted(tr):
+        entries = real(tr)
+        name = "delta^(1)" if "delta^(1)" in entries else next(k for k in entries if k.startswith("da_")
+                                                               or k == "delta_t")
+        entries[name] = entries[name] * 1.001
+        return entries
+
+    monkeypatch.setattr(harness, "_trace_entries", planted)
+    out.clear()
+    assert run_check(n=4, families=["trace"], out=out.append, as_json=True) == 1
+    assert not any(r["torch_ok"] for r in json.loads(out[0])["rows"])
