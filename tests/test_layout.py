@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -32,9 +33,15 @@ def test_check_runs_from_a_folder_with_its_own_reference_module(tmp_path):
     assert "1 passed, 0 failed" in proc.stdout
 
 
+@functools.lru_cache(maxsize=None)
+def _tree(path: Path) -> ast.Module:
+    """``path`` parsed once for the tests below (they only read the tree)."""
+    return ast.parse(path.read_text())
+
+
 def _module_imports(path: Path) -> set:
     """The package modules that ``path`` imports at module level (relative or absolute)."""
-    tree = ast.parse(path.read_text())
+    tree = _tree(path)
     out = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom):
@@ -89,8 +96,7 @@ def test_equation_tags_are_defined_in_one_module_each():
     """A tag that opens a docstring line defines an equation; no two modules may define the same tag."""
     defined = {}
     for path in sorted(PACKAGE.glob("*.py")):
-        tree = ast.parse(path.read_text())
-        doc = ast.get_docstring(tree, clean=False) or ""
+        doc = ast.get_docstring(_tree(path), clean=False) or ""
         for line in doc.splitlines():
             m = TAG.match(line)
             if m:
