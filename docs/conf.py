@@ -45,4 +45,5 @@ napoleon_numpy_docstring = True
 
 html_theme = "furo"
 html_title = "manual-bp"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["math.css"]
