@@ -42,3 +42,29 @@ def pytest_runtest_setup(item):
     if not _ONE_THREAD["torch"] and "torch" in sys.modules:
         _ONE_THREAD["torch"] = True
         sys.modules["torch"].set_num_threads(1)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The docs site's build (tests/test_docs.py) starts in a background process as soon as the tests are
+    collected, and its tests run last: the build (about 10 s of one core) overlaps the rest of the suite,
+    which runs on one thread (above). Only when the docs tests run with others; alone, they build as usual."""
+    docs = [item for item in items if item.path.name == "test_docs.py"]
+    if not docs or len(docs) == len(items) or sys.version_info < (3, 11):
+        return
+    import tempfile
+
+    from tests.test_docs import Build
+
+    items[:] = [item for item in items if item.path.name != "test_docs.py"] + docs
+    folder = tempfile.mkdtemp(prefix="manual-bp-site-")
+    config.docs_build = Build(folder)
+    config.docs_build_folder = folder
+
+
+def pytest_unconfigure(config):
+    build = getattr(config, "docs_build", None)
+    if build is not None:
+        import shutil
+
+        build.stop()
+        shutil.rmtree(config.docs_build_folder, ignore_errors=True)

@@ -55,15 +55,43 @@ def toctree_pages():
     return pages
 
 
+class Build:
+    """The site's build with the README's command, into ``folder/html``, running in a subprocess.
+
+    ``conftest.py`` starts it as soon as the tests are collected and runs this module last, so that the build
+    (about 10 s of one core) overlaps the rest of the suite, which runs on one thread; run alone, the fixture
+    starts it. ``result()`` waits for it: ``(html folder, CompletedProcess)``.
+    """
+
+    def __init__(self, folder):
+        self.out = Path(folder) / "html"
+        cmd = readme_build_command()
+        assert cmd[-2:] == ["docs", "docs/_build/html"], cmd
+        self.cmd = [sys.executable] + cmd[1:-1] + [str(self.out), "-q", "-d", str(Path(folder) / "doctrees")]
+        self.logs = [open(Path(folder) / name, "w+", encoding="utf-8") for name in ("stdout", "stderr")]
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=self.logs[0], stderr=self.logs[1], text=True)
+
+    def result(self):
+        code = self.proc.wait(timeout=300)
+        stdout, stderr = (f.seek(0) or f.read() for f in self.logs)
+        return self.out, subprocess.CompletedProcess(self.cmd, code, stdout, stderr)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in self.logs:
+            f.close()
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """Build the site once with the README's command, into a temporary folder: ``(html folder, result)``."""
-    out = tmp_path_factory.mktemp("site") / "html"
-    cmd = readme_build_command()
-    assert cmd[-2:] == ["docs", "docs/_build/html"], cmd
-    cmd = [sys.executable] + cmd[1:-1] + [str(out), "-q", "-d", str(out.parent / "doctrees")]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return out, result
+def site(request, tmp_path_factory):
+    """The site, built once with the README's command into a temporary folder: ``(html folder, result)``."""
+    build = getattr(request.config, "docs_build", None)
+    if build is None:
+        build = Build(tmp_path_factory.mktemp("site"))
+        request.addfinalizer(build.stop)
+    return build.result()
 
 
 def html(site, page):
