@@ -18,17 +18,12 @@ from manual_bp import harness
 from manual_bp.harness import allowance, assert_grads_close
 from manual_bp.trace import Trace
 
-from .strategies import DrawPick, mlp_cases, random_state
+from .strategies import DrawPick, ci_examples, mlp_cases, random_state
 
 ROOT = Path(__file__).resolve().parent.parent
 #: entries the torch oracle does not produce: the window is checked against its definition, the masks against
 #: what was passed
 NOT_FROM_TORCH = re.compile(r"^(window|dropout_mask_l\d+)$")
-
-
-def _examples(n):
-    """``n`` examples in ``ci``, the profile's count in ``dev``/``thorough``."""
-    return min(n, settings().max_examples) if settings().max_examples <= 50 else settings().max_examples
 
 
 def assert_bitwise_as_loss_and_grad(model, tr, E, grads):
@@ -46,7 +41,7 @@ def assert_trace_matches_torch(model, tr, ref):
 
 
 # ---------------------------------------------------------------------------------------------- the MLP
-@settings(max_examples=_examples(15))
+@settings(max_examples=ci_examples(15))
 @given(case=mlp_cases(max_layers=4, max_width=8, max_batch=6))
 def test_mlp_trace_matches_torch_and_loss_and_grad(case):
     net, X, Y = case
@@ -97,7 +92,7 @@ def _check_recurrent(problem):
     return tr
 
 
-@settings(max_examples=_examples(25))
+@settings(max_examples=ci_examples(25))
 @given(data=__import__("hypothesis").strategies.data())
 def test_recurrent_trace_matches_torch_and_loss_and_grad(data):
     problem = harness.recurrent_problem(DrawPick(data.draw), dtypes=(np.float64,), max_T=6, max_N=3,
