@@ -22,6 +22,7 @@ from .optim import SGD, Adam, AdamW, ExponentialLR, StepLR, clip_grad_norm, clip
 from .recurrent import Workspace, vanishing_gradients
 from .rnn import RNN
 from .second_order import HvpcheckResult, hvpcheck
+from .trace import Trace
 from .training import fit, fit_stream
 
 __version__ = "0.1.0"
@@ -57,5 +58,6 @@ __all__ = [
     "hvpcheck",
     "HvpcheckResult",
     "HessianFree",
+    "Trace",
     "__version__",
 ]

@@ -154,3 +154,16 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, message):
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_readme_excerpt_is_what_the_command_prints(capsys):
+    """The README's excerpt of ``manual-bp explain mlp``: every line is the command's (the last column, the
+    difference, may vary with the machine's floating-point paths, so it is left out)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    excerpt = re.search(r"```text\n(\(BP2\).*?)```", readme, re.S).group(1).splitlines()
+    _, out, _ = run(capsys, "mlp")
+    printed = [re.sub(r"\s+diff \S+$", "", line) for line in out.splitlines()]
+    start = printed.index(excerpt[0])
+    assert printed[start : start + len(excerpt)] == [re.sub(r"\s+diff \S+$", "", line) for line in excerpt]
