@@ -2,8 +2,10 @@
 
     python -m benchmarks.long_bptt            # the full run (T = 100 .. 100,000), under 10 minutes
     python -m benchmarks.long_bptt --quick    # T = 100 and 1,000, fewer cases: about a minute
-    options: --no-plot, --json PATH (the raw results), --plot PATH (default docs/long_bptt.png; --quick
-    draws no figure unless --plot is given)
+    python -m benchmarks.long_bptt --replot benchmarks/long_bptt.json   # tables and figure, no measuring
+    options: --no-plot, --json PATH (the raw results, default benchmarks/long_bptt.json), --plot PATH
+    (default docs/long_bptt.png); --quick writes neither unless asked. The figure is
+    ``manual_bp.plots.plot_long_bptt`` of the ``--json`` report.
 
 The model: a one-layer RNN (and an LSTM) with D = 16 float inputs, H = 128, K = 16 classes, N = 8
 sequences, float64, cross-entropy at every step. Every measurement runs in a fresh process with one thread
@@ -132,7 +134,7 @@ def revolve_sweep(spec) -> dict:
     """Revolve at one T for several budgets s in this one process: its time against its count t(T, s) of
     advanced steps. Three rounds over all budgets (so that a burst of other load hits every budget alike),
     the best of the three for each."""
-    from manual_bp.long_bptt import Schedule, loss_and_grad_checkpointed
+    from manual_bp.long_bptt import loss_and_grad_checkpointed
 
     model, X, Y = _model_and_data(spec)
     loss_and_grad_checkpointed(model, X[:64], Y[:64], snapshots=3)  # warm-up
@@ -142,7 +144,14 @@ def revolve_sweep(spec) -> dict:
             t0 = time.perf_counter()
             loss_and_grad_checkpointed(model, X, Y, snapshots=s)
             best[s] = min(best[s], time.perf_counter() - t0)
-    points = [{"s": s, "forward_steps": Schedule(spec["T"], s).forward_steps, "seconds": best[s]}
+    return sweep_row(spec, best)
+
+
+def sweep_row(spec, seconds) -> dict:
+    """The revolve sweep's row: for each budget s, its count t(T, s) and ``seconds[s]``."""
+    from manual_bp.long_bptt import Schedule
+
+    points = [{"s": s, "forward_steps": Schedule(spec["T"], s).forward_steps, "seconds": seconds[s]}
               for s in spec["budgets"]]
     return {**spec, "points": points}
 
@@ -161,18 +170,23 @@ def worker(spec) -> dict:
     t0 = time.perf_counter()
     E = fn(X, Y)
     seconds = time.perf_counter() - t0
-    result = {
-        **spec,
-        "loss": E,
-        "seconds": seconds,
-        "us_per_step": seconds / spec["T"] * 1e6,
-        "rss_peak": _proc_status()["VmHWM"] - before if reset else None,
-    }
+    rss_peak = _proc_status()["VmHWM"] - before if reset else None
+    traced_peak = None
     if spec.get("trace"):
         tracemalloc.start()
         fn(X, Y)
-        result["traced_peak"] = tracemalloc.get_traced_memory()[1]
+        traced_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+    return measured_row(spec, E, seconds, rss_peak, traced_peak)
+
+
+def measured_row(spec, E, seconds, rss_peak, traced_peak=None) -> dict:
+    """One measurement's row: the spec, the loss ``E``, the time, the peaks (bytes; None: not measured),
+    and for a checkpointed method its schedule's stored states and advanced steps."""
+    result = {**spec, "loss": E, "seconds": seconds, "us_per_step": seconds / spec["T"] * 1e6,
+              "rss_peak": rss_peak}
+    if traced_peak is not None:
+        result["traced_peak"] = traced_peak
     if spec["method"] == "sqrt" or spec["method"].startswith("revolve"):
         from manual_bp.long_bptt import Schedule
 
@@ -196,10 +210,8 @@ def run_one(spec) -> dict:
     if proc.returncode != 0:
         return {**spec, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed",
                 "load": load}
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load"] = load
-    result["wall_s"] = time.perf_counter() - t0
-    return result
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": load,
+            "wall_s": time.perf_counter() - t0}
 
 
 def plan(quick: bool) -> list:
@@ -342,117 +354,115 @@ def summary(results) -> str:
     return "\n".join(lines)
 
 
-def _peak(r):
-    """ours: tracemalloc's peak where measured (else the RSS growth); torch: the RSS growth. MB."""
-    return (r.get("traced_peak") or r["rss_peak"]) / 2**20
+def report(results, seconds=None, quick=False) -> dict:
+    """What ``--json`` writes and ``plot`` draws: the rows of ``results`` with the set-up and the machine."""
+    return {"task": "long_bptt", "quick": quick, "setup": {"D": D, "H": H, "K": K, "N": N},
+            "cpu_count": os.cpu_count(), "seconds": seconds, "load_end": list(os.getloadavg()),
+            "results": results}
 
 
-def _memory_lines(ax, rows, styles):
-    """Memory against T for each method: filled markers tracemalloc, hollow markers RSS growth."""
-    for method, (color, style) in styles.items():
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["T"])
-        if not mine:
-            continue
-        ax.plot([r["T"] for r in mine], [_peak(r) for r in mine], style[1:], color=color, label=method)
-        for r in mine:
-            hollow = not r.get("traced_peak")
-            ax.plot(r["T"], _peak(r), style[0], color=color, mfc="none" if hollow else color)
-    ax.set(xscale="log", yscale="log", xlabel="T (steps)",
-           ylabel="peak memory of the call (MB)\nfilled: tracemalloc; hollow: RSS growth")
+def plot(report, path):
+    """The figure: ``manual_bp.plots.plot_long_bptt`` of a ``report`` (one place for every plot)."""
+    from manual_bp.plots import plot_long_bptt
+
+    return plot_long_bptt(report, path)
 
 
-def plot(results, path):
-    import matplotlib
+def load_report(path) -> dict:
+    """The report in the ``--json`` file at ``path``, checked (ValueError naming what is wrong)."""
+    from manual_bp.plots import check_long_bptt
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ValueError(f"--replot {path}: no such file (write one with --json PATH)") from None
+    except OSError as exc:
+        raise ValueError(f"--replot {path}: cannot read it: {exc.strerror}") from None
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--replot {path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    try:
+        check_long_bptt(report)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--replot {path}: not a long_bptt --json file: {exc}") from None
+    return report
 
-    fig, axes = plt.subplots(2, 3, figsize=(18, 9.5))
-    (ax_mem, ax_time, ax_sweep), (ax_lstm, ax_rt_mem, ax_rt_h) = axes
-    ok = [r for r in results if "error" not in r]
-    main = [r for r in ok if "group" not in r]
-    styles = {"full": ("C0", "o-"), "sqrt": ("C1", "s-"), "revolve s=10": ("C2", "^-"),
-              "revolve s=100": ("C4", "v-"), "torch full": ("C3", "o--"), "torch ckpt": ("C5", "s--")}
-    rnn = [r for r in main if r["cell"] == "RNN"]
-    _memory_lines(ax_mem, rnn, styles)
-    ax_mem.set(title=f"memory, RNN H={H} N={N} D={D} K={K} float64")
-    for method, (color, style) in styles.items():
-        rows = sorted((r for r in rnn if r["method"] == method), key=lambda r: r["T"])
-        if rows:
-            ax_time.plot([r["T"] for r in rows], [r["us_per_step"] for r in rows], style, color=color,
-                         label=method)
-    ax_time.set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="time per step (us)",
-                title=f"time per step, RNN H={H}, 1 thread")
-    _memory_lines(ax_lstm, [r for r in main if r["cell"] == "LSTM"], styles)
-    ax_lstm.set(title=f"memory, LSTM H={H} N={N} D={D} K={K} float64")
-    sweep = next((r for r in ok if r.get("group") == "revolve-sweep"), None)
-    if sweep:
-        pts = sorted(sweep["points"], key=lambda p: p["forward_steps"])
-        xs, ys = [p["forward_steps"] for p in pts], [p["seconds"] for p in pts]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        ax_sweep.plot(xs, ys, "o", color="C2", label="revolve, measured")
-        ax_sweep.plot(xs, [my + b * (x - mx) for x in xs], "-", color="gray",
-                      label=f"fit: {my - b * mx:.2f} s + {b * 1e6:.0f} us x t(T, s)")
-        for p in pts:
-            ax_sweep.annotate(f"s={p['s']}", (p["forward_steps"], p["seconds"]), fontsize=8,
-                              textcoords="offset points", xytext=(4, -10))
-        ax_sweep.set(xlabel="advanced steps t(T, s) (RV3)", ylabel="seconds per gradient",
-                     title=f"revolve's time against its count, RNN H={H} T={sweep['T']:,}")
-    rt_t = [r for r in ok if r.get("group") == "rtrl-T"]
-    _memory_lines(ax_rt_mem, rt_t, {"rtrl": ("C0", "d-"), "full": ("C1", "o-")})
-    ax_rt_mem.set(title=f"RTRL against full BPTT, RNN H=8 N={N} D={D}")
-    rt_h = [r for r in ok if r.get("group") == "rtrl-H"]
-    if rt_h:
-        Hs, us = [r["H"] for r in rt_h], [r["us_per_step"] for r in rt_h]
-        ax_rt_h.plot(Hs, us, "d-", color="k", label=f"RTRL (exponent over the three largest H: "
-                                                     f"{fit_power(Hs[-3:], us[-3:]):.2f})")
-        ax_rt_h.plot(Hs, [us[-1] * (h / Hs[-1]) ** 4 for h in Hs], ":", color="gray", label="slope 4")
-        ax_rt_h.set(xscale="log", yscale="log", xlabel="H", ylabel="time per step (us)",
-                    title=f"RTRL time per step against H, RNN D={D} N={N}")
-    for ax in axes.flat:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    loads = [r["load"] for r in results if "load" in r]
-    fig.suptitle("long sequences: full BPTT, checkpointed BPTT (sqrt, revolve), RTRL, torch; provisional: "
-                 f"load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+
+def _check_target(path, flag):
+    """ValueError unless ``path`` can be written: a file name (a plot's with its suffix) in a directory."""
+    if flag == "--plot":
+        from manual_bp.plots import check_format
+
+        check_format(path, flag)
+    target = Path(path)
+    if str(path) == "" or target.is_dir():
+        raise ValueError(f"{flag} {path}: give a file name")
+    if not target.resolve().parent.is_dir():
+        raise ValueError(f"{flag} {path}: directory {target.parent} does not exist")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.long_bptt", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="T up to 10,000 and fewer cases (about a minute)")
+    p.add_argument("--quick", action="store_true", help="T up to 1,000 and fewer cases (about a minute)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--plot", default=None,
                    help="the figure (default: docs/long_bptt.png; --quick: no figure unless given)")
-    p.add_argument("--json", default=None, help="also write the raw results here")
+    p.add_argument("--json", default=None,
+                   help="the raw results (default: benchmarks/long_bptt.json; --quick: none unless given)")
+    p.add_argument("--replot", default=None, metavar="JSON",
+                   help="measure nothing: print the tables and draw the figure (--plot, default "
+                        "docs/long_bptt.png) from the results a --json run wrote")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
-    t0 = time.perf_counter()
-    results = []
-    specs = plan(args.quick)
-    for i, spec in enumerate(specs):
-        r = run_one(spec)
-        results.append(r)
-        if "points" in r:
-            what = ", ".join(f"s={p['s']}: {p['seconds']:.2f} s" for p in r["points"])
-        else:
-            what = r.get("error") or f"{r['us_per_step']:.1f} us/step, RSS +{_mb(r['rss_peak'])} MB"
-        print(f"[{i + 1}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec['cell']} H={spec['H']} "
-              f"T={spec['T']:,} {spec['method']}: {what} (load {r['load']:.1f})", file=sys.stderr)
+    default = not args.quick and not args.replot
+    plot_path = None if args.no_plot else (args.plot or (str(ROOT / "docs" / "long_bptt.png")
+                                                         if default or args.replot else None))
+    json_path = args.json or (str(ROOT / "benchmarks" / "long_bptt.json") if default else None)
+    try:  # everything checked before any work: no run of minutes that cannot write its files
+        if args.replot and args.json:
+            raise ValueError("--json: --replot measures nothing and writes no results")
+        if plot_path:
+            _check_target(plot_path, "--plot")
+        if json_path:
+            _check_target(json_path, "--json")
+        if plot_path:
+            from manual_bp.plots import require_matplotlib
+
+            require_matplotlib()
+        rep = load_report(args.replot) if args.replot else None
+    except (TypeError, ValueError, RuntimeError) as exc:  # MissingDependency is a RuntimeError: exit 2
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    if rep is None:
+        t0 = time.perf_counter()
+        results = []
+        specs = plan(args.quick)
+        for i, spec in enumerate(specs):
+            r = run_one(spec)
+            results.append(r)
+            if "points" in r:
+                what = ", ".join(f"s={p['s']}: {p['seconds']:.2f} s" for p in r["points"])
+            else:
+                what = r.get("error") or f"{r['us_per_step']:.1f} us/step, RSS +{_mb(r['rss_peak'])} MB"
+            print(f"[{i + 1}/{len(specs)} {time.perf_counter() - t0:.0f}s] {spec['cell']} H={spec['H']} "
+                  f"T={spec['T']:,} {spec['method']}: {what} (load {r['load']:.1f})", file=sys.stderr)
+        rep = report(results, time.perf_counter() - t0, args.quick)
+    results = rep["results"]
     print(tables(results))
     print(summary(results))
-    print(f"\nwhole run {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    path = args.plot or (None if args.quick else str(ROOT / "docs" / "long_bptt.png"))
-    if path and not args.no_plot:
-        plot(results, path)
-        print(f"plot: {path}")
+    end = ", ".join(f"{x:.2f}" for x in rep["load_end"]) if rep.get("load_end") else "?"
+    took = f"{rep['seconds']:.0f} s" if rep.get("seconds") is not None else "? s"
+    print(f"\nwhole run {took}; load average at the end ({end}) on {rep.get('cpu_count', '?')} cores")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rep, indent=1) + "\n")
+        print(f"results: {json_path}")
+    if plot_path:
+        plot(rep, plot_path)
+        print(f"plot: {plot_path}")
     return 0
 
 

@@ -6,6 +6,8 @@
   (``run_vanishing``).
 - ``plot_depth(result, path)``: ``||dE/db^(l)||`` of each layer of an MLP against depth at initialisation,
   and against epoch while it trains (``run_depth``; Nielsen 2015, chapter 5).
+- ``plot_long_bptt(result, path)``: peak memory and time against T of full, checkpointed (sqrt, revolve)
+  BPTT, RTRL and torch (``python -m benchmarks.long_bptt``, whose ``--json`` file holds the result).
 
 Each takes the dict the task returns (what ``--json`` prints) and returns the path written, as a str. The
 file type comes from the suffix (``PLOT_FORMATS``); any other suffix is a ValueError before any work.
@@ -60,12 +62,13 @@ def available() -> bool:
     return True
 
 
-def _figure(width, height, ncols=1):
+def _figure(width, height, ncols=1, nrows=1):
+    """A Figure on the Agg canvas and its axes as a flat list, row by row."""
     Figure, FigureCanvasAgg = require_matplotlib()
     fig = Figure(figsize=(width, height), layout="tight")  # laid out when saved
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas: no pyplot, no GUI
-    axes = fig.subplots(1, ncols)
-    return fig, (list(axes) if ncols > 1 else [axes])
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, list(axes.ravel())
 
 
 def _save(fig, path) -> str:
@@ -267,4 +270,144 @@ def plot_depth(result, path) -> str:
     ax_time.set_xlim(0, max(epochs))
     ax_time.grid(True, which="both", alpha=0.3)
     ax_time.legend(fontsize="small")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- long BPTT
+#: what each row of a long-BPTT result must hold: all rows; a measured one; the revolve sweep
+LONG_BPTT_KEYS = ("cell", "H", "T", "method")
+LONG_BPTT_MEASURED = ("us_per_step", "rss_peak", "load")
+LONG_BPTT_SETUP = ("D", "H", "K", "N")
+LONG_BPTT_STYLES = {"full": ("C0", "o", "-"), "sqrt": ("C1", "s", "-"), "revolve s=10": ("C2", "^", "-"),
+                    "revolve s=100": ("C4", "v", "-"), "torch full": ("C3", "o", "--"),
+                    "torch ckpt": ("C5", "s", "--")}
+MEMORY = "peak memory of the call (MB, log scale)\nfilled: tracemalloc; hollow: RSS growth"
+
+
+def check_long_bptt(result):
+    """ValueError/TypeError naming what is wrong unless ``result`` has the shape that
+    ``python -m benchmarks.long_bptt --json`` writes: ``task`` "long_bptt", ``setup`` with D, H, K, N,
+    ``cpu_count``, and ``results``, a list of rows, each with cell, H, T, method and either ``error``, or
+    ``points`` (the revolve sweep), or us_per_step, rss_peak and load."""
+    _check_result(result, ("long_bptt",), "plot_long_bptt")
+    setup = result.get("setup")
+    if not isinstance(setup, dict) or any(not isinstance(setup.get(k), int) for k in LONG_BPTT_SETUP):
+        raise ValueError(f"plot_long_bptt: 'setup' must give the integers {', '.join(LONG_BPTT_SETUP)}; "
+                         f"got {setup!r}")
+    rows = result.get("results")
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"plot_long_bptt: 'results' must be a non-empty list of measurements; got "
+                         f"{type(rows).__name__}")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise TypeError(f"plot_long_bptt: results[{i}] must be a dict; got {type(r).__name__}")
+        need = LONG_BPTT_KEYS + (() if "error" in r or "points" in r else LONG_BPTT_MEASURED)
+        missing = [k for k in need if k not in r]
+        if missing:
+            raise ValueError(f"plot_long_bptt: results[{i}] ({r.get('method', '?')}) lacks {missing}")
+        if "points" in r and not all(isinstance(p, dict) and {"s", "forward_steps", "seconds"} <= p.keys()
+                                     for p in r["points"]):
+            raise ValueError(f"plot_long_bptt: results[{i}]['points'] must be dicts with s, forward_steps "
+                             "and seconds")
+
+
+def _long_bptt_peak(r):
+    """MB: ours tracemalloc's peak where measured, else (and torch's) the growth of the resident set."""
+    b = r.get("traced_peak") or r.get("rss_peak")
+    return np.nan if b is None else b / 2**20
+
+
+def _memory_against_T(ax, rows, styles):
+    """Memory against T, one line per method: filled markers tracemalloc's peak, hollow the RSS growth."""
+    for method, (color, marker, line) in styles.items():
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["T"])
+        if not mine:
+            continue
+        Ts, mb = [r["T"] for r in mine], _positive([_long_bptt_peak(r) for r in mine])
+        ax.plot(Ts, mb, line, color=color, lw=1.5, label=method)
+        for T, m, r in zip(Ts, mb, mine):
+            ax.plot(T, m, marker, color=color, mfc=color if r.get("traced_peak") else "none")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length T (steps, log scale)")
+    ax.set_ylabel(MEMORY)
+
+
+def plot_long_bptt(result, path) -> str:
+    """The figure of ``python -m benchmarks.long_bptt`` from its ``--json`` result (``check_long_bptt``).
+
+    Top: the RNN's peak memory and time per step against T for each method, and revolve's time against
+    its count t(T, s) of advanced steps at one T with the least-squares line. Bottom: the LSTM's memory
+    against T, RTRL's memory against full BPTT's at H = 8, and RTRL's time per step against H with a
+    slope-4 guide. Rows that failed (``error``) are left out; a missing group leaves its panel empty.
+    """
+    path = check_format(path)
+    check_long_bptt(result)
+    D, H, K, N = (result["setup"][k] for k in LONG_BPTT_SETUP)
+    ok = [r for r in result["results"] if "error" not in r]
+    main = [r for r in ok if "group" not in r]
+    rnn = [r for r in main if r["cell"] == "RNN"]
+    fig, axes = _figure(18, 10, ncols=3, nrows=2)
+    ax_mem, ax_time, ax_sweep, ax_lstm, ax_rt_mem, ax_rt_h = axes
+    shape = f"N={N} D={D} K={K}, float64"
+
+    _memory_against_T(ax_mem, rnn, LONG_BPTT_STYLES)
+    ax_mem.set_title(f"Peak memory of one gradient: RNN H={H} {shape}")
+
+    for method, (color, marker, line) in LONG_BPTT_STYLES.items():
+        rows = sorted((r for r in rnn if r["method"] == method), key=lambda r: r["T"])
+        if rows:
+            ax_time.plot([r["T"] for r in rows], _positive([r["us_per_step"] for r in rows]), marker + line,
+                         color=color, lw=1.5, label=method)
+    ax_time.set_xscale("log")
+    ax_time.set_yscale("log")
+    ax_time.set_xlabel("sequence length T (steps, log scale)")
+    ax_time.set_ylabel("time per step of one gradient (us, log scale)")
+    ax_time.set_title(f"Time per step: RNN H={H} {shape}, 1 thread")
+
+    sweep = next((r for r in ok if r.get("group") == "revolve-sweep" and len(r["points"]) >= 2), None)
+    if sweep:
+        pts = sorted(sweep["points"], key=lambda p: p["forward_steps"])
+        xs, ys = [p["forward_steps"] for p in pts], [p["seconds"] for p in pts]
+        b, a = np.polyfit(xs, ys, 1)  # seconds = a + b t(T, s)
+        ax_sweep.plot(xs, ys, "o", color="C2", label="revolve, measured (best of 3)")
+        ax_sweep.plot(xs, [a + b * x for x in xs], "-", color="gray",
+                      label=f"least squares: {a:.2f} s + {b * 1e6:.1f} us x t(T, s)")
+        for p in pts:
+            ax_sweep.annotate(f"s={p['s']}", (p["forward_steps"], p["seconds"]), fontsize=8,
+                              textcoords="offset points", xytext=(4, -10))
+        ax_sweep.set_title(f"Revolve's time against its count: RNN H={H} T={sweep['T']:,}")
+    ax_sweep.set_xlabel("advanced (recomputed) steps t(T, s), (RV3)")
+    ax_sweep.set_ylabel("seconds per gradient")
+
+    _memory_against_T(ax_lstm, [r for r in main if r["cell"] == "LSTM"], LONG_BPTT_STYLES)
+    ax_lstm.set_title(f"Peak memory of one gradient: LSTM H={H} {shape}")
+
+    rt_t = [r for r in ok if r.get("group") == "rtrl-T"]
+    _memory_against_T(ax_rt_mem, rt_t, {"rtrl": ("C0", "d", "-"), "full": ("C1", "o", "-")})
+    h_rt = sorted({r["H"] for r in rt_t})
+    ax_rt_mem.set_title(f"RTRL against full BPTT: RNN H={','.join(map(str, h_rt)) or '-'} {shape}")
+
+    rt_h = sorted((r for r in ok if r.get("group") == "rtrl-H"), key=lambda r: r["H"])
+    if len(rt_h) >= 2:
+        Hs, us = [r["H"] for r in rt_h], [r["us_per_step"] for r in rt_h]
+        top = slice(-3, None)
+        slope = np.polyfit(np.log(Hs[top]), np.log(us[top]), 1)[0]
+        ax_rt_h.plot(Hs, _positive(us), "d-", color="k", lw=1.5,
+                     label=f"RTRL (fitted exponent over the {len(Hs[top])} largest H: {slope:.2f})")
+        ax_rt_h.plot(Hs, [us[-1] * (h / Hs[-1]) ** 4 for h in Hs], ":", color="gray", label="slope 4: H^4")
+    ax_rt_h.set_xscale("log", base=2)
+    ax_rt_h.set_yscale("log")
+    ax_rt_h.set_xlabel("hidden size H (log scale)")
+    ax_rt_h.set_ylabel("time per step (us, log scale)")
+    ax_rt_h.set_title(f"RTRL's time per step against H: RNN D={D} N={N}")
+
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    loads = [r["load"] for r in result["results"] if isinstance(r.get("load"), (int, float))]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f}" if loads else "load not recorded"
+    fig.suptitle("Long sequences: full BPTT, checkpointed BPTT (sqrt, revolve), RTRL and torch, one gradient "
+                 f"each in a fresh process; {load} on {result.get('cpu_count', '?')} cores", fontsize=11)
     return _save(fig, path)
