@@ -46,7 +46,7 @@ processing order: its step s reads x_{T+1-s} (x_{L_n+1-s} with lengths), (BD1, P
                                     keeps, t = T..1, and dE/dh_0 (B4) at index 0 : (T+1, N, H_out)
     dE/dc_t             L8          the LSTM's dE/dc_t through c_{t+1} (h_t held fixed, as ``retain_grad``
                                     on torch's state tensors shows it) : (T+1, N, H)
-    gate deltas         cell tags   RNN delta_t (R3); LSTM da_i da_f da_g da_o (L6) [dE/dh_t (PR2)];
+    gate deltas         cell tags   RNN delta_t (R3); LSTM da_i da_f da_g da_o (L6);
                                     GRU da_r (G7), da_z (G6), da_n (G5) : (T, N, H) each
     dE/dU, dE/dW, ...   B3          the cell's gradients, = grads[...]
     window              TR          (T, 2) integers: the first and last step each E_t's gradient reached,
