@@ -323,10 +323,11 @@ def _memory_against_T(ax, rows, styles):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["T"])
         if not mine:
             continue
-        Ts, mb = [r["T"] for r in mine], _positive([_long_bptt_peak(r) for r in mine])
-        ax.plot(Ts, mb, line, color=color, lw=1.5, label=method)
-        for T, m, r in zip(Ts, mb, mine):
-            ax.plot(T, m, marker, color=color, mfc=color if r.get("traced_peak") else "none")
+        Ts, mb = np.array([r["T"] for r in mine]), _positive([_long_bptt_peak(r) for r in mine])
+        ax.plot(Ts, mb, marker + line, color=color, lw=1.5, label=method)
+        rss = np.array([not r.get("traced_peak") for r in mine])
+        if rss.any():  # drawn over the filled markers
+            ax.plot(Ts[rss], mb[rss], marker, color=color, mfc="white")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("sequence length T (steps, log scale)")
@@ -396,8 +397,11 @@ def plot_long_bptt(result, path) -> str:
         ax_rt_h.plot(Hs, _positive(us), "d-", color="k", lw=1.5,
                      label=f"RTRL (fitted exponent over the {len(Hs[top])} largest H: {slope:.2f})")
         ax_rt_h.plot(Hs, [us[-1] * (h / Hs[-1]) ** 4 for h in Hs], ":", color="gray", label="slope 4: H^4")
-    ax_rt_h.set_xscale("log", base=2)
+    ax_rt_h.set_xscale("log")
     ax_rt_h.set_yscale("log")
+    if len(rt_h) >= 2:
+        ax_rt_h.set_xticks(Hs, [str(h) for h in Hs])
+        ax_rt_h.set_xticks([], minor=True)
     ax_rt_h.set_xlabel("hidden size H (log scale)")
     ax_rt_h.set_ylabel("time per step (us, log scale)")
     ax_rt_h.set_title(f"RTRL's time per step against H: RNN D={D} N={N}")
