@@ -296,8 +296,8 @@ def check_long_bptt(result):
                          f"got {setup!r}")
     rows = result.get("results")
     if not isinstance(rows, list) or not rows:
-        raise ValueError(f"plot_long_bptt: 'results' must be a non-empty list of measurements; got "
-                         f"{type(rows).__name__}")
+        got = "an empty list" if isinstance(rows, list) else type(rows).__name__
+        raise ValueError(f"plot_long_bptt: 'results' must be a non-empty list of measurements; got {got}")
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
             raise TypeError(f"plot_long_bptt: results[{i}] must be a dict; got {type(r).__name__}")

@@ -6,6 +6,8 @@ or a missing matplotlib. ``depth``'s numbers are the model's own ``loss_and_grad
 """
 
 import inspect
+import json
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -246,3 +248,127 @@ def test_depth_table_and_plot(tmp_path, capsys):
 )
 def test_depth_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert message in refused(argv, capsys)
+
+
+# ---------------------------------------------------------------------------------------------- long BPTT
+def long_bptt_report():
+    """A report shaped like ``python -m benchmarks.long_bptt --quick --json``'s: its plan, each row made by
+    the benchmark's own ``measured_row``/``sweep_row`` and ``report``, with made-up numbers (no measuring)."""
+    from benchmarks import long_bptt as bench
+
+    rows = []
+    for i, spec in enumerate(bench.plan(quick=True)):
+        if spec["method"] == "revolve sweep":
+            row = bench.sweep_row(spec, {s: 1.0 + s / 1000 for s in spec["budgets"]})
+        else:
+            traced = (i + 1) * 2**20 if spec.get("trace") else None
+            row = bench.measured_row(spec, 10.0, 1e-4 * spec["T"] * (1 + i % 3), (i + 2) * 2**19, traced)
+        rows.append({**row, "load": 0.5 + i / 100, "wall_s": 1.0})
+    rows[1] = {**rows[1], "error": "timed out after 240 s"}  # a failed row is left out of the figure
+    return bench.report(rows, 60.0, quick=True)
+
+
+def test_plot_long_bptt_draws_the_reports_numbers(tmp_path, monkeypatch):
+    rep = long_bptt_report()
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and str(path))
+    assert plots.plot_long_bptt(rep, tmp_path / "l.png") == str(tmp_path / "l.png")
+    ax_mem, ax_time, ax_sweep, ax_lstm, ax_rt_mem, ax_rt_h = drawn["fig"].axes
+    lines = {(id(ax), line.get_label()): line for ax in drawn["fig"].axes for line in ax.get_lines()}
+    ok = [r for r in rep["results"] if "error" not in r and "group" not in r]
+    for ax, cell in ((ax_mem, "RNN"), (ax_lstm, "LSTM")):
+        for method in {r["method"] for r in ok if r["cell"] == cell}:
+            rows = sorted((r for r in ok if (r["cell"], r["method"]) == (cell, method)), key=lambda r: r["T"])
+            line = lines[id(ax), method]
+            assert list(line.get_xdata()) == [r["T"] for r in rows], (cell, method)
+            mb = [(r.get("traced_peak") or r["rss_peak"]) / 2**20 for r in rows]  # tracemalloc, else RSS
+            assert np.allclose(line.get_ydata(), mb), (cell, method)
+    rnn_full = sorted((r for r in ok if r["cell"] == "RNN" and r["method"] == "full"), key=lambda r: r["T"])
+    assert rep["results"][1]["method"] == "sqrt" and list(lines[id(ax_time), "sqrt"].get_xdata()) == [1000]
+    assert np.allclose(lines[id(ax_time), "full"].get_ydata(), [r["us_per_step"] for r in rnn_full])
+    (sweep,) = [r for r in rep["results"] if r.get("group") == "revolve-sweep"]
+    measured = lines[id(ax_sweep), "revolve, measured (best of 3)"]
+    assert sorted(measured.get_xdata()) == sorted(p["forward_steps"] for p in sweep["points"])
+    rt_h = [r for r in rep["results"] if r.get("group") == "rtrl-H"]
+    (rtrl,) = [line for line in ax_rt_h.get_lines() if line.get_label().startswith("RTRL")]
+    assert list(rtrl.get_xdata()) == [r["H"] for r in rt_h]
+    assert ax_rt_mem.get_xscale() == ax_mem.get_yscale() == ax_time.get_xscale() == "log"
+    for ax in drawn["fig"].axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+    loads = [r["load"] for r in rep["results"]]
+    assert f"load average {min(loads):.1f}-{max(loads):.1f} on {rep['cpu_count']} cores" in \
+        drawn["fig"].get_suptitle()
+
+
+#: a 6-panel figure takes ~2 s a format to render on 2 cores: each format in the thorough profile only
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+
+
+@pytest.mark.skipif(not THOROUGH, reason="~2 s a format: HYPOTHESIS_PROFILE=thorough")
+@pytest.mark.parametrize("suffix", plots.PLOT_FORMATS)
+def test_plot_long_bptt_writes_each_format(suffix, tmp_path):
+    target = tmp_path / f"l{suffix}"
+    assert plots.plot_long_bptt(long_bptt_report(), target) == str(target)
+    assert_format(target)
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+
+
+def test_long_bptt_replot_prints_the_files_tables_and_draws_its_report(tmp_path, capsys, monkeypatch):
+    from benchmarks import long_bptt as bench
+
+    rep = long_bptt_report()
+    (tmp_path / "r.json").write_text(json.dumps(rep))
+    drawn = []
+    monkeypatch.setattr(plots, "plot_long_bptt", lambda report, path: drawn.append((report, path)) or path)
+    assert bench.main(["--replot", str(tmp_path / "r.json"), "--plot", str(tmp_path / "l.svg")]) == 0
+    out = capsys.readouterr().out
+    assert bench.tables(rep["results"]) in out and bench.summary(rep["results"]) in out
+    assert "whole run 60 s; load average at the end" in out and f"on {rep['cpu_count']} cores" in out
+    assert out.splitlines()[-1] == f"plot: {tmp_path / 'l.svg'}" and "results:" not in out
+    assert drawn == [(rep, str(tmp_path / "l.svg"))]
+    assert bench.main(["--replot", str(tmp_path / "r.json"), "--no-plot"]) == 0
+    assert "plot:" not in capsys.readouterr().out and len(drawn) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # --replot writes no results
+
+
+def test_plot_long_bptt_refuses_a_bad_suffix_or_report_before_any_work(tmp_path, monkeypatch):
+    rep = long_bptt_report()
+
+    def no_work(*args):
+        raise AssertionError("drew before checking")
+
+    monkeypatch.setattr(plots, "_figure", no_work)
+    with pytest.raises(ValueError, match=r"l\.jpg: the file name must end in \.png, \.pdf, \.svg"):
+        plots.plot_long_bptt(rep, tmp_path / "l.jpg")
+    with pytest.raises(ValueError, match="needs the result of long_bptt; got 'vanishing'"):
+        plots.plot_long_bptt({**rep, "task": "vanishing"}, tmp_path / "l.png")
+    row = {k: v for k, v in rep["results"][0].items() if k != "us_per_step"}
+    with pytest.raises(ValueError, match=r"results\[0\] \(full\) lacks \['us_per_step'\]"):
+        plots.plot_long_bptt({**rep, "results": [row]}, tmp_path / "l.png")
+    with pytest.raises(ValueError, match="'setup' must give the integers D, H, K, N"):
+        plots.plot_long_bptt({**rep, "setup": {"H": 128}}, tmp_path / "l.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "--replot {f}: no such file (write one with --json PATH)"),
+        ("{", "--replot {f}: not JSON (Expecting property name enclosed in double quotes at line 1)"),
+        ("[1, 2]", "--replot {f}: not a long_bptt --json file: plot_long_bptt needs the result of long_bptt; "
+                   "got 'list'"),
+        ('{"task": "long_bptt", "setup": {"D": 16, "H": 128, "K": 16, "N": 8}, "results": []}',
+         "--replot {f}: not a long_bptt --json file: plot_long_bptt: 'results' must be a non-empty list of "
+         "measurements; got an empty list"),
+    ],
+)
+def test_long_bptt_replot_refuses_a_missing_or_invalid_json(content, message, tmp_path, capsys):
+    from benchmarks import long_bptt as bench
+
+    f = tmp_path / "r.json"
+    if content is not None:
+        f.write_text(content)
+    assert bench.main(["--replot", str(f), "--plot", str(tmp_path / "l.png")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"python -m benchmarks.long_bptt: error: {message.format(f=f)}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if content is None else ["r.json"])
